@@ -1,0 +1,7 @@
+"""``python -m insight`` runs the CLI."""
+
+import sys
+
+from insight.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""``insight train``: train INSIGHT from images and scan-level labels only (never masks)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from insight.config import InsightConfig, ModelConfig, TrainConfig, ENCODER_NAMES
+from insight.devices import resolve_device
+from insight.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train INSIGHT from scan-level labels",
+        description="Train INSIGHT on a folder of volumes with labels.csv (columns image, pe). "
+                    "Masks are never read. Writes best.pt, last.pt and metrics.json to --out.")
+    parser.add_argument("--train", required=True, type=Path, help="training folder (volumes + labels.csv)")
+    parser.add_argument("--val", type=Path, help="validation folder (volumes + labels.csv); AUROC per epoch")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for checkpoints and metrics")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--encoder", choices=ENCODER_NAMES, default=ModelConfig.encoder)
+    parser.add_argument("--encoder-channels", type=int, nargs="+", default=list(ModelConfig.encoder_channels),
+                        help="small_cnn stage widths")
+    parser.add_argument("--encoder-stride", type=int, choices=(4, 8), default=ModelConfig.encoder_stride)
+    parser.add_argument("--encoder-weights", type=Path, help="local weights file for the encoder (optional)")
+    parser.add_argument("--reduce-channels", type=int, default=ModelConfig.reduce_channels)
+    parser.add_argument("--head-widths", type=int, nargs=3, default=list(ModelConfig.head_widths))
+    parser.add_argument("--context-depth", type=int, default=ModelConfig.context_depth,
+                        help="slices the context module sees (1 = per slice as in the paper)")
+    parser.add_argument("--no-context", action="store_true", help="detection module alone (paper's Baseline)")
+    parser.add_argument("--pooling", choices=("smoothmax", "max"), default=ModelConfig.pooling)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from insight.training import InsightTrainer, prepare_cases, read_label_table  # heavy imports
+
+    try:
+        model_config = ModelConfig(
+            encoder=args.encoder, encoder_channels=tuple(args.encoder_channels), encoder_stride=args.encoder_stride,
+            encoder_weights=str(args.encoder_weights) if args.encoder_weights else None,
+            reduce_channels=args.reduce_channels, head_widths=tuple(args.head_widths),
+            use_context=not args.no_context, context_depth=args.context_depth, pooling=args.pooling)
+        train_config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+                                   augment=not args.no_augment, num_threads=args.threads)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    config = InsightConfig(model=model_config)
+    device = resolve_device(args.device)
+    progress = not args.no_progress
+    train_cases = prepare_cases(read_label_table(args.train), config.preprocess, progress, "preparing train")
+    val_cases = prepare_cases(read_label_table(args.val), config.preprocess, progress, "preparing val") if args.val else None
+    logger.info("training on %d scans (%d PE), validating on %d, device %s", len(train_cases),
+                sum(c.label for c in train_cases), len(val_cases or []), device)
+    trainer = InsightTrainer(config, train_config, args.out, device)
+    if args.resume:
+        trainer.resume(args.resume)
+    summary = trainer.fit(train_cases, val_cases, progress=progress)
+    logger.info("done: %s (best %s, model version %s)", args.out, summary.best_checkpoint, summary.model_version)
+    return 0

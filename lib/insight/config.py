@@ -1,0 +1,193 @@
+"""One typed place for every setting shared by training and inference.
+
+A checkpoint stores :class:`InsightConfig` as a plain dict (``to_dict``) and inference rebuilds it
+with ``from_dict``, so preprocessing constants are defined exactly once for both.
+
+Geometry order: anything ``*_xyz`` is in SimpleITK (x, y, z) order, in millimetres, LPS patient space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "PreprocessConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "InferenceConfig",
+    "InsightConfig",
+    "ENCODER_NAMES",
+    "POOLING_NAMES",
+]
+
+ENCODER_NAMES = ("small_cnn", "resnet18", "resnet34")
+POOLING_NAMES = ("smoothmax", "max")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a CT volume is put onto the model grid.
+
+    Attributes:
+        target_spacing_xyz: voxel spacing of the model grid in mm (x, y, z).
+        orientation: the anatomical orientation every volume is turned to first (DICOM code, e.g. "LPS").
+        hu_window: (low, high) HU clip window, mapped linearly onto [0, 1].
+        slice_context: neighbouring slices on each side stacked as channels (2.5D); the encoder
+            sees ``2 * slice_context + 1`` channels.
+        background_hu: HU assigned to voxels resampled from outside the scan.
+    """
+
+    target_spacing_xyz: tuple[float, float, float] = (2.5, 2.5, 3.0)
+    orientation: str = "LPS"
+    hu_window: tuple[float, float] = (-1000.0, 700.0)
+    slice_context: int = 1
+    background_hu: float = -1024.0
+
+    def __post_init__(self) -> None:
+        _require(len(self.target_spacing_xyz) == 3 and all(s > 0 for s in self.target_spacing_xyz),
+                 f"target_spacing_xyz must be three positive numbers (mm), got {self.target_spacing_xyz}")
+        _require(len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
+                 f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+        _require(self.slice_context >= 0, f"slice_context must be >= 0, got {self.slice_context}")
+        _require(len(self.orientation) == 3, f"orientation must be a 3-letter code like 'LPS', got {self.orientation!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels of the slice encoder (neighbouring slices stacked)."""
+        return 2 * self.slice_context + 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The INSIGHT network: a slice encoder followed by detection and context modules.
+
+    Attributes:
+        encoder: ``small_cnn`` (trained from scratch, default) or a torchvision ResNet trunk.
+        encoder_channels: widths of the small CNN's stages (ignored for ResNet trunks).
+        encoder_stride: output stride of the encoder feature maps (4 or 8).
+        encoder_weights: optional local weights file for the encoder (a site's pretrained trunk).
+        reduce_channels: width after the 1x1 reduction (128 in the paper).
+        head_widths: hidden widths of the detection/context modules after the reduction.
+        num_classes: K heatmap channels / scan-level outputs (1 for PE).
+        use_context: False gives the paper's "Baseline" ablation (detection module alone).
+        context_depth: slices the context module's 3x3 convs see (1 = per slice, as in the paper;
+            3 = also the neighbouring slices).
+        pooling: ``smoothmax`` (paper default) or ``max``.
+        smoothmax_alpha: the SmoothMax sharpness a.
+        otsu_in_training: zero heatmap values below the per-class Otsu threshold before pooling,
+            in training as well as inference (as in the authors' code).
+    """
+
+    encoder: str = "small_cnn"
+    encoder_channels: tuple[int, ...] = (16, 32, 64)
+    encoder_stride: int = 4
+    encoder_weights: str | None = None
+    reduce_channels: int = 128
+    head_widths: tuple[int, int, int] = (128, 64, 64)
+    num_classes: int = 1
+    use_context: bool = True
+    context_depth: int = 3
+    pooling: str = "smoothmax"
+    smoothmax_alpha: float = 8.0
+    otsu_in_training: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.encoder in ENCODER_NAMES, f"encoder must be one of {ENCODER_NAMES}, got {self.encoder!r}")
+        _require(self.encoder_stride in (4, 8), f"encoder_stride must be 4 or 8, got {self.encoder_stride}")
+        _require(len(self.encoder_channels) >= 2 and all(c > 0 for c in self.encoder_channels),
+                 f"encoder_channels needs at least two positive widths, got {self.encoder_channels}")
+        _require(self.reduce_channels > 0 and all(w > 0 for w in self.head_widths) and len(self.head_widths) == 3,
+                 f"reduce_channels and three head_widths must be positive, got {self.reduce_channels}, {self.head_widths}")
+        _require(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
+        _require(self.context_depth >= 1 and self.context_depth % 2 == 1,
+                 f"context_depth must be a positive odd number of slices, got {self.context_depth}")
+        _require(self.pooling in POOLING_NAMES, f"pooling must be one of {POOLING_NAMES}, got {self.pooling!r}")
+        _require(self.smoothmax_alpha > 0, f"smoothmax_alpha must be > 0, got {self.smoothmax_alpha}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Weak-label training settings (scan-level labels only).
+
+    Attributes:
+        epochs: passes over the training set; one optimizer step per volume (MIL bag).
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        spectral_lambda: spectral-decoupling weight: (lambda / 2) * mean(detection_logit ** 2).
+        seed: seeds python, numpy and torch; training is reproducible for a seed on one device.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        augment: random left-right flips, intensity shift/scale and noise.
+        num_threads: torch CPU threads (0 = torch default).
+    """
+
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    spectral_lambda: float = 0.01
+    seed: int = 0
+    amp: bool = True
+    augment: bool = True
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _require(self.weight_decay >= 0 and self.spectral_lambda >= 0,
+                 "weight_decay and spectral_lambda must be >= 0")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a heatmap becomes findings.
+
+    Attributes:
+        finding_threshold: heatmap value (0-1) above which voxels form candidate regions.
+        min_finding_volume_mm3: regions smaller than this are dropped.
+        max_findings: at most this many findings are reported, highest peak first.
+    """
+
+    finding_threshold: float = 0.5
+    min_finding_volume_mm3: float = 20.0
+    max_findings: int = 20
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.finding_threshold < 1.0, f"finding_threshold must be in (0, 1), got {self.finding_threshold}")
+        _require(self.min_finding_volume_mm3 >= 0, "min_finding_volume_mm3 must be >= 0")
+        _require(self.max_findings >= 1, "max_findings must be >= 1")
+
+
+@dataclass(frozen=True)
+class InsightConfig:
+    """Everything a checkpoint needs to be used: preprocessing, model and inference settings."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "InsightConfig":
+        """Rebuild from ``to_dict`` output; unknown keys raise ValueError (a newer checkpoint)."""
+        return cls(
+            preprocess=_build(PreprocessConfig, payload.get("preprocess", {})),
+            model=_build(ModelConfig, payload.get("model", {})),
+            inference=_build(InferenceConfig, payload.get("inference", {})),
+        )
+
+
+def _build(kind: type, values: dict[str, Any]) -> Any:
+    names = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} settings: {sorted(unknown)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return kind(**converted)

@@ -1,0 +1,202 @@
+"""Weak-label INSIGHT training: one volume (a bag of slices) per optimizer step.
+
+Writes to ``out_dir``: ``last.pt`` (every epoch, with optimizer state, to resume), ``best.pt``
+(best validation AUROC), ``metrics.json`` (history so far). Reproducible for a seed on one device:
+shuffling and augmentation are reseeded from (seed, epoch), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from insight.config import InsightConfig, TrainConfig
+from insight.devices import autocast_for
+from insight.errors import InputError, ModelError
+from insight.io.atomic import write_json_atomic
+from insight.metrics.classification import auroc
+from insight.models.checkpoint import load_checkpoint, save_checkpoint, weights_digest
+from insight.models.insight_model import InsightModel
+from insight.models.losses import InsightLoss
+from insight.preprocessing import slice_stack
+from insight.training.augment import VolumeAugmenter
+from insight.training.dataset import PreparedCase
+
+__all__ = ["TrainSummary", "InsightTrainer", "seed_everything"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSummary:
+    """What a finished run produced."""
+
+    best_checkpoint: Path
+    last_checkpoint: Path
+    model_version: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class InsightTrainer:
+    """Trains an :class:`InsightModel` from scan-level labels.
+
+    Args:
+        config: model/preprocess/inference settings stored in every checkpoint.
+        train_config: epochs, optimizer, seed, augmentation.
+        out_dir: where checkpoints and metrics go.
+        device: torch device (mixed precision bf16 on CUDA when ``train_config.amp``).
+    """
+
+    def __init__(self, config: InsightConfig, train_config: TrainConfig, out_dir: str | Path,
+                 device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.train_config = train_config
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        if train_config.num_threads > 0:
+            torch.set_num_threads(train_config.num_threads)
+        seed_everything(train_config.seed)
+        self.model = InsightModel(config.model, config.preprocess.in_channels).to(self.device)
+        self.loss_fn = InsightLoss(train_config.spectral_lambda)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.learning_rate,
+                                           weight_decay=train_config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=train_config.epochs)
+        self.augmenter = VolumeAugmenter() if train_config.augment else None
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.best_auroc = -math.inf
+
+    # ----------------------------------------------------------------------------------------------
+    def resume(self, checkpoint: str | Path) -> None:
+        """Continue from a ``last.pt`` written by this trainer (same config required)."""
+        loaded = load_checkpoint(checkpoint, self.device, with_training_state=True)
+        if loaded.config != self.config:
+            raise ModelError(f"{checkpoint} was trained with a different configuration; cannot resume")
+        state = loaded.training
+        if "epoch" not in state or "optimizer" not in state:
+            raise ModelError(f"{checkpoint} holds no training state (use last.pt to resume)")
+        self.model.load_state_dict(loaded.model.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = list(state.get("history", []))
+        self.best_auroc = float(state.get("best_auroc", -math.inf))
+        self.start_epoch = int(state["epoch"]) + 1
+        logger.info("resuming from %s at epoch %d", checkpoint, self.start_epoch + 1)
+
+    def fit(self, train_cases: list[PreparedCase], val_cases: list[PreparedCase] | None = None,
+            progress: bool = True) -> TrainSummary:
+        if not train_cases:
+            raise InputError("no training cases")
+        labels = {c.label for c in train_cases}
+        if labels != {0, 1}:
+            raise InputError(f"training needs both PE and no-PE scans; labels present: {sorted(labels)}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        epochs = self.train_config.epochs
+        for epoch in range(self.start_epoch, epochs):
+            started = time.perf_counter()
+            train_loss = self._train_epoch(train_cases, epoch, progress)
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
+                                      "learning_rate": self.optimizer.param_groups[0]["lr"]}
+            self.scheduler.step()
+            if val_cases:
+                record.update(self.validate(val_cases))
+            record["seconds"] = round(time.perf_counter() - started, 2)
+            self.history.append(record)
+            improved = self._is_improvement(record)
+            if improved:
+                self.best_auroc = record.get("val_auroc", -math.inf)
+            self._save(epoch, improved)
+            logger.info("epoch %d/%d %s", epoch + 1, epochs,
+                        " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                                 if k != "epoch"))
+        return TrainSummary(self.out_dir / "best.pt", self.out_dir / "last.pt", self.model_version(), self.history)
+
+    # ----------------------------------------------------------------------------------------------
+    def _train_epoch(self, cases: list[PreparedCase], epoch: int, progress: bool) -> float:
+        self.model.train()
+        generator = torch.Generator().manual_seed(self.train_config.seed * 100_003 + epoch)
+        order = torch.randperm(len(cases), generator=generator).tolist()
+        if self.augmenter is not None:
+            self.augmenter.reseed(self.train_config.seed * 100_003 + epoch)
+        losses = []
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{self.train_config.epochs}", disable=not progress, unit="scan",
+                   leave=False)
+        for index in bar:
+            case = cases[index]
+            volume = case.volume.float()
+            if self.augmenter is not None:
+                volume = self.augmenter(volume)
+            slices = slice_stack(volume, self.config.preprocess.slice_context).to(self.device, non_blocking=True)
+            target = torch.full((self.config.model.num_classes,), float(case.label), device=self.device)
+            with autocast_for(self.device, self.train_config.amp):
+                output = self.model(slices)
+            loss = self.loss_fn(output.probability, target, output.detection_logits)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=5.0)
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def predict_probabilities(self, cases: list[PreparedCase]) -> np.ndarray:
+        """Scan probabilities [len(cases)] with the model in eval mode."""
+        self.model.eval()
+        probabilities = []
+        for case in cases:
+            slices = slice_stack(case.volume.float(), self.config.preprocess.slice_context).to(self.device)
+            with autocast_for(self.device, self.train_config.amp):
+                probabilities.append(float(self.model(slices).probability[0]))
+        return np.asarray(probabilities)
+
+    def validate(self, cases: list[PreparedCase]) -> dict[str, float]:
+        probs = self.predict_probabilities(cases)
+        labels = np.asarray([c.label for c in cases])
+        clipped = np.clip(probs, 1e-6, 1 - 1e-6)
+        bce = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+        metrics = {"val_bce": bce, "val_auroc": auroc(labels, probs)}
+        if labels.any() and not labels.all():
+            metrics["val_mean_p_pe"] = float(probs[labels == 1].mean())
+            metrics["val_mean_p_no_pe"] = float(probs[labels == 0].mean())
+        return metrics
+
+    def _is_improvement(self, record: dict[str, Any]) -> bool:
+        value = record.get("val_auroc")
+        if value is None or math.isnan(value):
+            return True  # no validation: the latest epoch is the best we know
+        return value >= self.best_auroc
+
+    def model_version(self) -> str:
+        return f"insight-{self.config.model.encoder}-{weights_digest(self.model)}"
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        version = self.model_version()
+        training = {
+            "epoch": epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "best_auroc": self.best_auroc,
+            "train_config": {k: v for k, v in vars(self.train_config).items()},
+        }
+        save_checkpoint(self.out_dir / "last.pt", self.model, self.config, version, training)
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", self.model, self.config, version,
+                            {"epoch": epoch, "history": self.history, "train_config": training["train_config"]})
+        write_json_atomic(self.out_dir / "metrics.json", {"model_version": version, "history": self.history})
