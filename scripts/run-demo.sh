@@ -10,5 +10,5 @@ STUDIES="${STUDIES:-sample-data/studies}"
 MODEL="${INSIGHT_MODEL_PATH:-sample-data/models/pe_insight_demo.pt}"
 echo "SlicerInsight: serving $STUDIES with model $MODEL"
 echo "SlicerInsight: server URL http://127.0.0.1:${PORT}  (stop with Ctrl-C)"
-exec .venv/bin/monailabel start_server --app monailabel_app --studies "$STUDIES" \
+exec .venv/bin/python -m monailabel.main start_server --app monailabel_app --studies "$STUDIES" \
     --host 127.0.0.1 --port "$PORT" --conf model_path "$MODEL"

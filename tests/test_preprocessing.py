@@ -8,6 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from insight.config import PreprocessConfig
+from insight.preprocessing.spatial import crop_to_body
 from insight.preprocessing import prepare_volume, slice_stack, to_model_grid, to_reference_grid, window_hu
 from tests.helpers import make_volume, oblique_direction
 
@@ -35,7 +36,7 @@ def test_slice_stack_channels_are_neighbours(context):
 @pytest.mark.parametrize("direction", [None, oblique_direction(30.0), oblique_direction(0.0, flip_x=True)])
 def test_model_grid_has_target_spacing_and_same_extent(direction):
     image = make_volume(size_xyz=(80, 70, 30), spacing=(0.8, 0.8, 1.0), direction=direction)
-    config = PreprocessConfig(target_spacing_xyz=(2.0, 2.0, 3.0))
+    config = PreprocessConfig(target_spacing_xyz=(2.0, 2.0, 3.0), body_crop_hu=None)
     grid = to_model_grid(image, config)
     np.testing.assert_allclose(grid.GetSpacing(), (2.0, 2.0, 3.0))
     assert grid.GetSize() == (32, 28, 10)
@@ -62,3 +63,25 @@ def test_back_to_reference_grid_is_exact_geometry_and_values():
     # a constant region survives the round trip
     arr = sitk.GetArrayViewFromImage(back)
     assert abs(float(np.median(arr[3:-3, 14:22, 16:24])) - 40.0) < 60.0
+
+
+def test_body_crop_keeps_the_body_and_its_physical_position():
+    image = make_volume(size_xyz=(40, 36, 12), spacing=(1.0, 1.0, 2.0), direction=oblique_direction(10.0))
+    cropped = crop_to_body(image, threshold_hu=-500.0, margin_mm=2.0)
+    # body box spans x 10..29, y 9..26 (see make_volume); 2 mm margin = 2 voxels
+    assert cropped.GetSize() == (24, 22, 12)
+    first = cropped.TransformIndexToPhysicalPoint((0, 0, 0))
+    np.testing.assert_allclose(first, image.TransformIndexToPhysicalPoint((8, 7, 0)), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(cropped),
+                                  sitk.GetArrayViewFromImage(image)[:, 7:29, 8:32])
+    air = sitk.Image(image.GetSize(), sitk.sitkInt16) - 1000
+    assert crop_to_body(air, -500.0, 2.0).GetSize() == air.GetSize()
+
+
+def test_heatmap_outside_the_body_crop_is_zero_on_the_input_grid():
+    image = make_volume(size_xyz=(60, 60, 10), spacing=(1.0, 1.0, 2.0))
+    grid = to_model_grid(image, PreprocessConfig(target_spacing_xyz=(2.0, 2.0, 2.0), body_crop_margin_mm=0.0))
+    ones = sitk.Image(grid.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(grid)
+    back = sitk.GetArrayViewFromImage(to_reference_grid(ones, image))
+    assert back[:, 30, 30] .min() == pytest.approx(1.0) and back[:, 2, 2].max() == 0.0

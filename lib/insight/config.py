@@ -42,6 +42,10 @@ class PreprocessConfig:
         slice_context: neighbouring slices on each side stacked as channels (2.5D); the encoder
             sees ``2 * slice_context + 1`` channels.
         background_hu: HU assigned to voxels resampled from outside the scan.
+        body_crop_hu: when set, the model grid is cropped in-plane to the bounding box of voxels
+            above this HU (the body, plus the table if any), which roughly halves the work; the
+            heatmap is zero outside the crop. None keeps the whole field of view.
+        body_crop_margin_mm: margin kept around that bounding box.
     """
 
     target_spacing_xyz: tuple[float, float, float] = (2.5, 2.5, 3.0)
@@ -49,12 +53,15 @@ class PreprocessConfig:
     hu_window: tuple[float, float] = (-1000.0, 700.0)
     slice_context: int = 1
     background_hu: float = -1024.0
+    body_crop_hu: float | None = -500.0
+    body_crop_margin_mm: float = 10.0
 
     def __post_init__(self) -> None:
         _require(len(self.target_spacing_xyz) == 3 and all(s > 0 for s in self.target_spacing_xyz),
                  f"target_spacing_xyz must be three positive numbers (mm), got {self.target_spacing_xyz}")
         _require(len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
                  f"hu_window must be (low, high) with low < high, got {self.hu_window}")
+        _require(self.body_crop_margin_mm >= 0, f"body_crop_margin_mm must be >= 0, got {self.body_crop_margin_mm}")
         _require(self.slice_context >= 0, f"slice_context must be >= 0, got {self.slice_context}")
         _require(len(self.orientation) == 3, f"orientation must be a 3-letter code like 'LPS', got {self.orientation!r}")
 

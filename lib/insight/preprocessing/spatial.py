@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from insight.config import PreprocessConfig
 
-__all__ = ["to_model_grid", "to_reference_grid", "same_grid"]
+__all__ = ["to_model_grid", "to_reference_grid", "same_grid", "crop_to_body"]
 
 #: Downsampling by more than this factor along an axis gets Gaussian anti-aliasing first.
 _ANTIALIAS_FACTOR = 1.2
@@ -36,8 +37,42 @@ def to_model_grid(image: sitk.Image, config: PreprocessConfig) -> sitk.Image:
 
     Linear interpolation; Gaussian anti-aliasing along axes downsampled by more than 1.2x; voxels
     outside the scan get ``config.background_hu``. Output spacing is exactly the target; output
-    size covers the input's extent (rounded to whole voxels).
+    size covers the input's extent (rounded to whole voxels), then is cropped in-plane to the body
+    when ``config.body_crop_hu`` is set.
     """
+    resampled = _resample_to_spacing(image, config)
+    if config.body_crop_hu is None:
+        return resampled
+    return crop_to_body(resampled, config.body_crop_hu, config.body_crop_margin_mm)
+
+
+def crop_to_body(image: sitk.Image, threshold_hu: float, margin_mm: float) -> sitk.Image:
+    """Crop x and y (all slices kept) to the body's bounding box plus a margin.
+
+    The body is the largest connected region of the axial projection of voxels above
+    ``threshold_hu``, so a separate patient table is left out. The crop keeps physical geometry
+    (origin moves with the region). An image with nothing above the threshold is returned unchanged.
+    """
+    projection = (sitk.GetArrayViewFromImage(image) > threshold_hu).any(axis=0)  # [y, x]
+    labels, count = ndimage.label(projection)
+    if count == 0:
+        return image
+    sizes = np.bincount(labels.ravel())[1:]
+    body = labels == (int(np.argmax(sizes)) + 1)
+    ys = np.flatnonzero(body.any(axis=1))
+    xs = np.flatnonzero(body.any(axis=0))
+    spacing_x, spacing_y = image.GetSpacing()[:2]
+    mx, my = int(math.ceil(margin_mm / spacing_x)), int(math.ceil(margin_mm / spacing_y))
+    size_x, size_y, size_z = image.GetSize()
+    x0, x1 = max(0, xs[0] - mx), min(size_x, xs[-1] + 1 + mx)
+    y0, y1 = max(0, ys[0] - my), min(size_y, ys[-1] + 1 + my)
+    if (x0, y0, x1, y1) == (0, 0, size_x, size_y):
+        return image
+    return sitk.RegionOfInterest(image, [int(x1 - x0), int(y1 - y0), size_z], [int(x0), int(y0), 0])
+
+
+def _resample_to_spacing(image: sitk.Image, config: PreprocessConfig) -> sitk.Image:
+    """Orient to ``config.orientation`` and resample to ``config.target_spacing_xyz`` (float32)."""
     oriented = sitk.DICOMOrient(sitk.Cast(image, sitk.sitkFloat32), config.orientation)
     in_spacing = np.array(oriented.GetSpacing(), dtype=float)
     out_spacing = np.array(config.target_spacing_xyz, dtype=float)
