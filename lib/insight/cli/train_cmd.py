@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train INSIGHT from scan-level labels",
         description="Train INSIGHT on a folder of volumes with labels.csv (columns image, pe). "
                     "Masks are never read. Writes best.pt, last.pt and metrics.json to --out.")
-    parser.add_argument("--train", required=True, type=Path, help="training folder (volumes + labels.csv)")
+    parser.add_argument("--train", required=True, type=Path, nargs="+",
+                        help="training folder(s), each with volumes + labels.csv")
     parser.add_argument("--val", type=Path, help="validation folder (volumes + labels.csv); AUROC per epoch")
     parser.add_argument("--out", required=True, type=Path, help="output folder for checkpoints and metrics")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     config = InsightConfig(model=model_config)
     device = resolve_device(args.device)
     progress = not args.no_progress
-    train_cases = prepare_cases(read_label_table(args.train), config.preprocess, progress, "preparing train")
+    labeled = [case for folder in args.train for case in read_label_table(folder)]
+    train_cases = prepare_cases(labeled, config.preprocess, progress, "preparing train")
     val_cases = prepare_cases(read_label_table(args.val), config.preprocess, progress, "preparing val") if args.val else None
     logger.info("training on %d scans (%d PE), validating on %d, device %s", len(train_cases),
                 sum(c.label for c in train_cases), len(val_cases or []), device)
