@@ -12,6 +12,7 @@ from skimage.filters import threshold_otsu
 from insight.config import ModelConfig
 from insight.models import InsightLoss, InsightModel, MaxPool, SmoothMaxPool, otsu_threshold, zero_below_otsu
 from insight.models.encoders import ResNetTrunkEncoder, SmallCNNEncoder
+from insight.models.filter_bank import FilterBankEncoder
 from insight.models.insight_head import ContextModule, DetectionModule
 
 SMALL = dict(encoder_channels=(8, 16, 16), reduce_channels=16, head_widths=(16, 8, 8))
@@ -156,3 +157,36 @@ def test_loss_rejects_shape_mismatch_and_negative_lambda():
         InsightLoss(-1.0)
     with pytest.raises(ValueError, match="shape"):
         InsightLoss()(torch.tensor([0.5, 0.5]), torch.tensor([1.0]), torch.zeros(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("in_ch, size, stride, expected_hw", [(3, (64, 64), 4, (16, 16)), (1, (50, 70), 4, (13, 18)),
+                                                              (5, (64, 64), 8, (8, 8))])
+def test_filter_bank_encoder_shapes(in_ch, size, stride, expected_hw):
+    enc = FilterBankEncoder(in_ch, out_channels=12, stride=stride)
+    out = enc(torch.rand(2, in_ch, *size))
+    assert out.shape == (2, 12, *expected_hw)
+
+
+def test_filter_bank_black_tophat_marks_a_filling_defect_not_a_node_beside_the_vessel():
+    """A dark spot inside a bright vessel lights the black top-hat; a dark blob beside it does not."""
+    image = torch.zeros(1, 1, 48, 48)  # lung-dark background (PE window)
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    vessel = ((yy - 24) ** 2 + (xx - 16) ** 2) <= 36  # enhanced artery, radius 6 px
+    image[0, 0][vessel] = 0.9
+    clot = ((yy - 24) ** 2 + (xx - 16) ** 2) <= 4
+    image[0, 0][clot] = 0.45  # filling defect inside the artery
+    node = ((yy - 24) ** 2 + (xx - 26) ** 2) <= 9  # soft-tissue node touching the artery from outside
+    image[0, 0][node] = 0.45
+    enc = FilterBankEncoder(1, out_channels=4, stride=4)
+    fixed = enc.fixed_features(image)[0]
+    tophat = fixed[2:5].amax(dim=0)  # the three black top-hats
+    assert float(tophat[24, 16]) > 0.2
+    assert float(tophat[24, 27]) < 0.5 * float(tophat[24, 16])
+
+
+def test_insight_model_on_filter_bank_encoder_trains_a_step():
+    model = InsightModel(ModelConfig(encoder="filter_bank", encoder_channels=(8, 8), reduce_channels=8,
+                                     head_widths=(8, 8, 8), context_depth=1), in_channels=3)
+    out = model(torch.rand(4, 3, 32, 32))
+    InsightLoss()(out.probability, torch.ones(1), out.detection_logits).backward()
+    assert model.encoder.mix[0].weight.grad is not None

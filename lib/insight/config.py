@@ -22,7 +22,7 @@ __all__ = [
     "POOLING_NAMES",
 ]
 
-ENCODER_NAMES = ("small_cnn", "resnet18", "resnet34")
+ENCODER_NAMES = ("small_cnn", "filter_bank", "resnet18", "resnet34")
 POOLING_NAMES = ("smoothmax", "max")
 
 
@@ -38,7 +38,9 @@ class PreprocessConfig:
     Attributes:
         target_spacing_xyz: voxel spacing of the model grid in mm (x, y, z).
         orientation: the anatomical orientation every volume is turned to first (DICOM code, e.g. "LPS").
-        hu_window: (low, high) HU clip window, mapped linearly onto [0, 1].
+        hu_window: (low, high) HU clip window, mapped linearly onto [0, 1]. The default is the
+            radiologists' PE window (W 700, L 100): enhanced arteries (250-450 HU) stand out from
+            clot (20-90 HU), while lung and air clip to 0.
         slice_context: neighbouring slices on each side stacked as channels (2.5D); the encoder
             sees ``2 * slice_context + 1`` channels.
         background_hu: HU assigned to voxels resampled from outside the scan.
@@ -50,7 +52,7 @@ class PreprocessConfig:
 
     target_spacing_xyz: tuple[float, float, float] = (2.5, 2.5, 3.0)
     orientation: str = "LPS"
-    hu_window: tuple[float, float] = (-1000.0, 700.0)
+    hu_window: tuple[float, float] = (-250.0, 450.0)
     slice_context: int = 1
     background_hu: float = -1024.0
     body_crop_hu: float | None = -500.0
@@ -76,8 +78,11 @@ class ModelConfig:
     """The INSIGHT network: a slice encoder followed by detection and context modules.
 
     Attributes:
-        encoder: ``small_cnn`` (trained from scratch, default) or a torchvision ResNet trunk.
-        encoder_channels: widths of the small CNN's stages (ignored for ResNet trunks).
+        encoder: ``small_cnn`` (trained from scratch, default), ``filter_bank`` (fixed
+            morphological features plus one learned layer: see :mod:`insight.models.filter_bank`)
+            or a torchvision ResNet trunk.
+        encoder_channels: widths of the small CNN's stages (ignored for ResNet trunks; the last one
+            is the learned width of ``filter_bank``).
         encoder_stride: output stride of the encoder feature maps (4 or 8).
         encoder_weights: optional local weights file for the encoder (a site's pretrained trunk).
         reduce_channels: width after the 1x1 reduction (128 in the paper).
@@ -132,6 +137,10 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (ignored on CPU).
         augment: random left-right flips, intensity shift/scale and noise.
         num_threads: torch CPU threads (0 = torch default).
+        slice_stride: train on every ``slice_stride``-th slice of each scan (random offset per step),
+            2.5D neighbours still included as channels: halves the cost at stride 2. Needs a
+            per-slice context module (``context_depth == 1``), which then sees at inference exactly
+            what it saw in training.
     """
 
     epochs: int = 20
@@ -142,8 +151,10 @@ class TrainConfig:
     amp: bool = True
     augment: bool = True
     num_threads: int = 0
+    slice_stride: int = 1
 
     def __post_init__(self) -> None:
+        _require(self.slice_stride >= 1, f"slice_stride must be >= 1, got {self.slice_stride}")
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _require(self.weight_decay >= 0 and self.spectral_lambda >= 0,

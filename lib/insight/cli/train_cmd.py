@@ -36,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="slices the context module sees (1 = per slice as in the paper)")
     parser.add_argument("--no-context", action="store_true", help="detection module alone (paper's Baseline)")
     parser.add_argument("--pooling", choices=("smoothmax", "max"), default=ModelConfig.pooling)
+    parser.add_argument("--smoothmax-alpha", type=float, default=ModelConfig.smoothmax_alpha,
+                        help="SmoothMax sharpness a (paper: 8); with ~1e5 heatmap locations per scan a=8 "
+                             "pools close to the mean, a larger a lets a few locations decide")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--slice-stride", type=int, default=TrainConfig.slice_stride,
+                        help="train on every k-th slice (random offset per step); needs --context-depth 1")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
@@ -52,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
             encoder=args.encoder, encoder_channels=tuple(args.encoder_channels), encoder_stride=args.encoder_stride,
             encoder_weights=str(args.encoder_weights) if args.encoder_weights else None,
             reduce_channels=args.reduce_channels, head_widths=tuple(args.head_widths),
-            use_context=not args.no_context, context_depth=args.context_depth, pooling=args.pooling)
+            use_context=not args.no_context, context_depth=args.context_depth, pooling=args.pooling,
+            smoothmax_alpha=args.smoothmax_alpha)
         train_config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
-                                   augment=not args.no_augment, num_threads=args.threads)
+                                   augment=not args.no_augment, num_threads=args.threads,
+                                   slice_stride=args.slice_stride)
     except ValueError as err:
         raise InputError(str(err)) from err
     config = InsightConfig(model=model_config)

@@ -16,6 +16,7 @@ from torch import nn
 
 from insight.config import ModelConfig
 from insight.errors import ModelError
+from insight.models.filter_bank import FilterBankEncoder
 
 __all__ = ["SmallCNNEncoder", "ResNetTrunkEncoder", "build_encoder"]
 
@@ -108,6 +109,11 @@ def _load_local_weights(net: nn.Module, weights_path: str) -> None:
 
 def build_encoder(config: ModelConfig, in_channels: int) -> nn.Module:
     """Build the encoder named in ``config`` for ``in_channels`` stacked slices."""
+    if config.encoder == "filter_bank":
+        encoder = FilterBankEncoder(in_channels, config.encoder_channels[-1], config.encoder_stride)
+        if config.encoder_weights:
+            _load_local_weights(encoder, config.encoder_weights)
+        return encoder
     if config.encoder == "small_cnn":
         encoder = SmallCNNEncoder(in_channels, config.encoder_channels, config.encoder_stride)
         if config.encoder_weights:

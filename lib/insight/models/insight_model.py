@@ -66,10 +66,19 @@ class InsightModel(nn.Module):
     def stride(self) -> int:
         return self.encoder.stride
 
-    def forward(self, slices: torch.Tensor) -> InsightOutput:
+    @property
+    def supports_precompute(self) -> bool:
+        """True when the encoder has a parameter-free first part that training may cache per scan."""
+        return hasattr(self.encoder, "precompute")
+
+    def forward(self, slices: torch.Tensor, precomputed: bool = False) -> InsightOutput:
+        """``slices`` [N, C, H, W]; with ``precomputed``, the encoder's ``precompute`` output instead."""
         if slices.ndim != 4:
             raise ValueError(f"expected slices [N, C, H, W], got shape {tuple(slices.shape)}")
-        features = self.reduce(self.encoder(slices))
+        if precomputed and not self.supports_precompute:
+            raise ValueError(f"encoder {self.config.encoder!r} has no precomputable part")
+        encoded = self.encoder(slices, precomputed=True) if precomputed else self.encoder(slices)
+        features = self.reduce(encoded)
         detection_logits = self.detection(features)
         heatmap = torch.sigmoid(detection_logits.float())
         context_logits = None

@@ -35,6 +35,9 @@ __all__ = ["TrainSummary", "InsightTrainer", "seed_everything"]
 
 logger = logging.getLogger(__name__)
 
+#: Without progress bars, a log line every this many scans.
+_LOG_EVERY = 24
+
 
 @dataclass
 class TrainSummary:
@@ -68,6 +71,9 @@ class InsightTrainer:
         self.train_config = train_config
         self.out_dir = Path(out_dir)
         self.device = torch.device(device)
+        if train_config.slice_stride > 1 and config.model.context_depth > 1:
+            raise InputError(f"slice_stride {train_config.slice_stride} needs a per-slice context module "
+                             f"(context_depth 1), got context_depth {config.model.context_depth}")
         if train_config.num_threads > 0:
             torch.set_num_threads(train_config.num_threads)
         seed_everything(train_config.seed)
@@ -75,9 +81,11 @@ class InsightTrainer:
         self.loss_fn = InsightLoss(train_config.spectral_lambda)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.learning_rate,
                                            weight_decay=train_config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=train_config.epochs)
         self.augmenter = VolumeAugmenter() if train_config.augment else None
         self.history: list[dict[str, Any]] = []
+        self._precomputed: list[torch.Tensor] | None = None
+        self._val_cases: list[PreparedCase] | None = None
+        self._val_cache: list[torch.Tensor] | None = None
         self.start_epoch = 0
         self.best_auroc = -math.inf
 
@@ -92,7 +100,6 @@ class InsightTrainer:
             raise ModelError(f"{checkpoint} holds no training state (use last.pt to resume)")
         self.model.load_state_dict(loaded.model.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.history = list(state.get("history", []))
         self.best_auroc = float(state.get("best_auroc", -math.inf))
         self.start_epoch = int(state["epoch"]) + 1
@@ -102,6 +109,9 @@ class InsightTrainer:
             progress: bool = True) -> TrainSummary:
         if not train_cases:
             raise InputError("no training cases")
+        self._precomputed = self._precompute(train_cases) if self.model.supports_precompute else None
+        self._val_cases = val_cases
+        self._val_cache = self._precompute(val_cases) if (val_cases and self.model.supports_precompute) else None
         labels = {c.label for c in train_cases}
         if labels != {0, 1}:
             raise InputError(f"training needs both PE and no-PE scans; labels present: {sorted(labels)}")
@@ -109,10 +119,10 @@ class InsightTrainer:
         epochs = self.train_config.epochs
         for epoch in range(self.start_epoch, epochs):
             started = time.perf_counter()
+            self._set_learning_rate(epoch)
             train_loss = self._train_epoch(train_cases, epoch, progress)
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
                                       "learning_rate": self.optimizer.param_groups[0]["lr"]}
-            self.scheduler.step()
             if val_cases:
                 record.update(self.validate(val_cases))
             record["seconds"] = round(time.perf_counter() - started, 2)
@@ -127,6 +137,13 @@ class InsightTrainer:
         return TrainSummary(self.out_dir / "best.pt", self.out_dir / "last.pt", self.model_version(), self.history)
 
     # ----------------------------------------------------------------------------------------------
+    def _set_learning_rate(self, epoch: int) -> None:
+        """Cosine decay from the base rate over ``epochs``, a function of the epoch alone (resumable)."""
+        base = self.train_config.learning_rate
+        rate = 0.5 * base * (1.0 + math.cos(math.pi * epoch / self.train_config.epochs))
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
     def _train_epoch(self, cases: list[PreparedCase], epoch: int, progress: bool) -> float:
         self.model.train()
         generator = torch.Generator().manual_seed(self.train_config.seed * 100_003 + epoch)
@@ -138,13 +155,15 @@ class InsightTrainer:
                    leave=False)
         for index in bar:
             case = cases[index]
-            volume = case.volume.float()
-            if self.augmenter is not None:
-                volume = self.augmenter(volume)
-            slices = slice_stack(volume, self.config.preprocess.slice_context).to(self.device, non_blocking=True)
+            slices = self._training_input(index, case, generator)
+            stride = self.train_config.slice_stride
+            if stride > 1:
+                offset = int(torch.randint(stride, (1,), generator=generator))
+                slices = slices[offset::stride]
+            slices = slices.to(self.device, non_blocking=True)
             target = torch.full((self.config.model.num_classes,), float(case.label), device=self.device)
             with autocast_for(self.device, self.train_config.amp):
-                output = self.model(slices)
+                output = self.model(slices, precomputed=self._precomputed is not None)
             loss = self.loss_fn(output.probability, target, output.detection_logits)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,17 +171,50 @@ class InsightTrainer:
             self.optimizer.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if not progress and len(losses) % _LOG_EVERY == 0:
+                logger.info("epoch %d: %d/%d scans, loss %.4f", epoch + 1, len(losses), len(order),
+                            np.mean(losses[-_LOG_EVERY:]))
         return float(np.mean(losses))
+
+    def _training_input(self, index: int, case: PreparedCase, generator: torch.Generator) -> torch.Tensor:
+        """One scan's input: slice stacks [N, C, H, W], or cached encoder inputs [N, C', h, w].
+
+        Cached inputs get the left-right flip only (intensity augmentation would change them).
+        """
+        if self._precomputed is not None:
+            cached = self._precomputed[index].float()
+            if self.augmenter is not None and bool(torch.rand(1, generator=generator) < 0.5):
+                cached = cached.flip(-1)
+            return cached
+        volume = case.volume.float()
+        if self.augmenter is not None:
+            volume = self.augmenter(volume)
+        return slice_stack(volume, self.config.preprocess.slice_context)
+
+    @torch.no_grad()
+    def _precompute(self, cases: list[PreparedCase]) -> list[torch.Tensor]:
+        """The encoder's parameter-free part for every scan, once (float16, on the CPU)."""
+        started = time.perf_counter()
+        encoder = self.model.encoder
+        cached = [encoder.precompute(slice_stack(c.volume.float(), self.config.preprocess.slice_context)
+                                     .to(self.device)).to("cpu", torch.float16) for c in cases]
+        logger.info("cached the encoder's fixed features of %d scans in %.1f s (%.0f MB)", len(cases),
+                    time.perf_counter() - started, sum(t.numel() * 2 for t in cached) / 1e6)
+        return cached
 
     @torch.no_grad()
     def predict_probabilities(self, cases: list[PreparedCase]) -> np.ndarray:
-        """Scan probabilities [len(cases)] with the model in eval mode."""
+        """Scan probabilities [len(cases)] with the model in eval mode (all slices)."""
         self.model.eval()
+        cache = self._val_cache if cases is self._val_cases else None
         probabilities = []
-        for case in cases:
-            slices = slice_stack(case.volume.float(), self.config.preprocess.slice_context).to(self.device)
+        for i, case in enumerate(cases):
+            if cache is not None:
+                inputs, precomputed = cache[i].float().to(self.device), True
+            else:
+                inputs, precomputed = slice_stack(case.volume.float(), self.config.preprocess.slice_context).to(self.device), False
             with autocast_for(self.device, self.train_config.amp):
-                probabilities.append(float(self.model(slices).probability[0]))
+                probabilities.append(float(self.model(inputs, precomputed=precomputed).probability[0]))
         return np.asarray(probabilities)
 
     def validate(self, cases: list[PreparedCase]) -> dict[str, float]:
@@ -190,7 +242,6 @@ class InsightTrainer:
         training = {
             "epoch": epoch,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "history": self.history,
             "best_auroc": self.best_auroc,
             "train_config": {k: v for k, v in vars(self.train_config).items()},

@@ -1,0 +1,919 @@
+"""SlicerInsightLib (the Slicer-free half of the 3D Slicer extension) against a real server.
+
+The client, multipart parser, result models, geometry, colormap, findings and label helpers run in
+Slicer's Python; here they run in the project's venv against the real MONAI Label server of
+``tests/conftest.py`` (shipped demo model, a copy of the sample studies) on loopback. Only the two
+faults the real server cannot be made to produce (an answer that never comes, an answer that is
+not MONAI Label's) use tiny local socket servers.
+
+Also checked: every file of the module and of SlicerInsightLib parses under Python 3.9 grammar,
+the Lib imports nothing but the standard library, requests and numpy (no torch, SimpleITK,
+nibabel, cgi, slicer, qt), and the module file, its .ui, CMakeLists.txt and icon agree.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ElementTree
+import zlib
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import pytest
+import requests
+import SimpleITK as sitk
+
+from tests.conftest import REPO, MonaiLabelServer, parse_infer_multipart, read_image_bytes
+from tests.helpers import make_volume, oblique_direction
+
+MODULE_DIR = REPO / "SlicerInsight"
+sys.path.insert(0, str(MODULE_DIR))
+
+from SlicerInsightLib import colormap, findings, geometry, labels, multipart, nifti  # noqa: E402
+from SlicerInsightLib.client import InsightClient, Timeouts, content_image_id, image_id_is_valid  # noqa: E402
+from SlicerInsightLib.errors import (AuthenticationError, InvalidInputError, MalformedAnswerError,  # noqa: E402
+                                     NotFoundError, NotOfferedError, RequestRejectedError, ServerFailureError,
+                                     ServerTimeoutError, ServerUnreachableError, SlicerInsightError)
+
+LIB_DIR = MODULE_DIR / "SlicerInsightLib"
+MODULE_FILE = MODULE_DIR / "SlicerInsight.py"
+#: A PE-positive and a PE-negative sample study (sample-data/README.md).
+PE_STUDY = "phantom_s7_0002"
+NO_PE_STUDY = "phantom_s7_0000"
+#: mm; voxel centres must land on the same patient point within this.
+GEOMETRY_TOLERANCE_MM = 1e-3
+#: Stub servers answer (or not) within this; the client's read timeout in the timeout test.
+SHORT_TIMEOUT_S = 0.5
+
+
+# ----------------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="module")
+def server(monailabel_server: MonaiLabelServer) -> MonaiLabelServer:
+    return monailabel_server
+
+
+@pytest.fixture(scope="module")
+def client(server: MonaiLabelServer) -> InsightClient:
+    return InsightClient(server.base_url)
+
+
+@pytest.fixture(scope="module")
+def pe_result(client: InsightClient):
+    """The analysis of the PE sample study (one inference shared by several tests)."""
+    return client.infer(PE_STUDY)
+
+
+def unique_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def write_volume(image: sitk.Image, path: Path) -> Path:
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path
+
+
+def itk_geometry(image: sitk.Image) -> geometry.VolumeGeometry:
+    """The independent reference: SimpleITK's (LPS) geometry, converted to RAS by geometry.py."""
+    return geometry.geometry_from_itk(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def sample_voxels(size_ijk, count: int = 20, seed: int = 0) -> np.ndarray:
+    """The 8 corner voxels plus ``count`` random voxel centres, shape [N, 3] (i, j, k)."""
+    rng = np.random.default_rng(seed)
+    random = np.column_stack([rng.integers(0, n, size=count) for n in size_ijk]).astype(np.float64)
+    return np.vstack([geometry.voxel_corners(size_ijk), random])
+
+
+def assert_maps_like_itk(matrix_ras: np.ndarray, image: sitk.Image) -> None:
+    """Every sampled voxel centre goes, through ``matrix_ras``, to the RAS point of the same voxel in
+    SimpleITK's LPS world (``TransformContinuousIndexToPhysicalPoint``, flipped to RAS)."""
+    for ijk in sample_voxels(image.GetSize()):
+        lps = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in ijk])
+        expected_ras = geometry.lps_to_ras(lps)
+        actual_ras = geometry.apply_matrix(matrix_ras, ijk)
+        np.testing.assert_allclose(actual_ras, expected_ras, atol=GEOMETRY_TOLERANCE_MM,
+                                   err_msg=f"voxel {ijk} lands elsewhere")
+
+
+def assert_clear_message(err: SlicerInsightError) -> str:
+    """A user-facing message: one short text, no traceback, no HTML."""
+    message = str(err)
+    assert message and len(message) < 600, message
+    assert "Traceback" not in message and "<html" not in message.lower(), message
+    assert "\n" not in message, message
+    return message
+
+
+LEFT_HANDED = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+RAS_ALIGNED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+PERMUTED = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0)
+#: Directions (LPS, row-major) the geometry tests cover: axis-aligned, oblique, oblique with x flipped
+#: (RAS-like), exactly RAS-aligned (both in-plane axes flipped), left-handed, permuted axes.
+DIRECTIONS = {
+    "identity": None,
+    "oblique": oblique_direction(20.0),
+    "oblique_flipped": oblique_direction(35.0, flip_x=True),
+    "ras_aligned": RAS_ALIGNED,
+    "left_handed": LEFT_HANDED,
+    "permuted": PERMUTED,
+}
+
+
+# ----------------------------------------------------------------------------- server info
+def test_info_lists_models_with_version(client: InsightClient, server: MonaiLabelServer) -> None:
+    raw = server.info()
+    info = client.info()
+    assert info.name == raw["name"]
+    assert "pe_insight" in info.models
+    model = info.models["pe_insight"]
+    assert model.model_version and model.model_version == raw["models"]["pe_insight"]["model_version"]
+    assert model.ready and model.error is None
+    assert model.labels == {"pe": 1}
+    assert client.model("pe_insight") == model
+    with pytest.raises(NotFoundError, match="no model 'nonexistent'.*pe_insight"):
+        client.model("nonexistent")
+    assert info.strategy_names == list(raw["strategies"])
+    assert info.trainers == raw["trainers"]
+
+
+def test_list_and_check_images(client: InsightClient) -> None:
+    images = client.list_images()
+    assert PE_STUDY in images and NO_PE_STUDY in images
+    assert client.has_image(PE_STUDY)
+    assert not client.has_image("no_such_image_here")
+    with pytest.raises(InvalidInputError, match="not valid"):
+        client.has_image("../etc/passwd")
+
+
+# ----------------------------------------------------------------------------- analysis
+def test_infer_datastore_image(pe_result, client: InsightClient, server: MonaiLabelServer) -> None:
+    result = pe_result
+    assert result.image_id == PE_STUDY and result.model == "pe_insight"
+    assert 0.0 <= result.pe_probability <= 1.0
+    assert result.model_version == client.model().model_version
+    assert result.has_heatmap and result.heatmap_filename.endswith(".nii.gz")
+    assert isinstance(result.findings, list)
+    assert result.params["name"] == PE_STUDY
+
+    ct = sitk.ReadImage(str(server.studies_dir / f"{PE_STUDY}.nii.gz"))
+    values, heatmap_geometry = result.heatmap_volume()
+    # the Lib's NIfTI reader gives SimpleITK's voxels, in the same [K, J, I] order
+    reference = read_image_bytes(result.heatmap)
+    np.testing.assert_array_equal(values, sitk.GetArrayFromImage(reference))
+    assert values.dtype == np.float32 and values.shape == ct.GetSize()[::-1]
+    assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0
+
+    # the heatmap's matrix (from its own header) maps voxel centres onto the CT's patient points
+    assert heatmap_geometry.size_ijk == ct.GetSize()
+    assert_maps_like_itk(heatmap_geometry.ijk_to_ras, ct)
+    ct_own = geometry.nifti_geometry((server.studies_dir / f"{PE_STUDY}.nii.gz").read_bytes())
+    assert heatmap_geometry.same_grid(ct_own, atol_mm=GEOMETRY_TOLERANCE_MM)
+    np.testing.assert_allclose(heatmap_geometry.ijk_to_lps, itk_geometry(ct).ijk_to_lps, atol=GEOMETRY_TOLERANCE_MM)
+
+
+def test_findings_locations_in_ras(pe_result) -> None:
+    """Every finding's RAS location is its LPS centroid flipped, and the heatmap's own matrix applied
+    to its voxel centroid; findings cover no more voxels than the heatmap has above threshold."""
+    values, heatmap_geometry = pe_result.heatmap_volume()
+    threshold = pe_result.finding_threshold
+    assert threshold is not None and 0.0 < threshold <= 1.0
+    above = int(np.count_nonzero(values >= threshold))
+    assert sum(row.voxel_count for row in pe_result.findings) <= above
+    if above == 0:
+        assert not pe_result.findings
+    scores = [row.peak_score for row in pe_result.findings]
+    assert scores == sorted(scores, reverse=True)
+    for row in pe_result.findings:
+        assert row.peak_score >= threshold - 1e-6
+        np.testing.assert_allclose(row.centroid_ras, geometry.lps_to_ras(row.centroid_lps))
+        np.testing.assert_allclose(row.centroid_ras, heatmap_geometry.ijk_to_ras_points(row.centroid_ijk), atol=0.02)
+        assert values[tuple(int(v) for v in reversed(row.peak_ijk))] == pytest.approx(row.peak_score, abs=2e-4)
+        cells = findings.table_cells(row)
+        assert len(cells) == len(findings.TABLE_COLUMNS) and cells[0] == str(row.rank)
+    assert findings.visible_findings(pe_result.findings, 1.01) == []
+
+
+def test_infer_json_only(client: InsightClient, pe_result) -> None:
+    result = client.infer(PE_STUDY, with_heatmap=False)
+    assert result.heatmap is None and not result.has_heatmap
+    assert result.pe_probability == pytest.approx(pe_result.pe_probability, abs=1e-6)
+    with pytest.raises(MalformedAnswerError, match="no heatmap"):
+        result.heatmap_geometry()
+
+
+def test_infer_file_without_datastore(client: InsightClient, tmp_path: Path) -> None:
+    path = write_volume(make_volume(direction=oblique_direction(15.0), seed=3), tmp_path / "scan_upload.nii.gz")
+    result = client.infer_file(path)
+    assert 0.0 <= result.pe_probability <= 1.0
+    assert_maps_like_itk(result.heatmap_geometry().ijk_to_ras, sitk.ReadImage(str(path)))
+    assert "scan_upload" not in client.list_images()
+
+
+# ----------------------------------------------------------------------------- multipart
+def test_multipart_matches_reference_decoder(server: MonaiLabelServer, pe_result) -> None:
+    """The Lib's parser and requests_toolbelt's decoder read the server's raw answer identically."""
+    response = requests.post(server.url("/infer/pe_insight"), params={"image": PE_STUDY}, timeout=600)
+    response.raise_for_status()
+    reference = parse_infer_multipart(response)
+    parts = multipart.parse_multipart(response.content, response.headers["content-type"])
+    by_name = {part.name: part for part in parts}
+    assert set(by_name) == {"params", "image"}
+    assert json.loads(by_name["params"].text()) == reference.params
+    assert by_name["params"].content_type == "application/json"
+    assert by_name["image"].content == reference.image
+    assert by_name["image"].filename == reference.image_filename
+
+
+def _body(boundary: str, parts, preamble: bytes = b"", epilogue: bytes = b"") -> bytes:
+    chunks = [preamble + (b"\r\n" if preamble else b"")]
+    for headers, content in parts:
+        chunks.append(b"--" + boundary.encode() + b"\r\n" + headers + b"\r\n\r\n" + content + b"\r\n")
+    chunks.append(b"--" + boundary.encode() + b"--" + epilogue)
+    return b"".join(chunks)
+
+
+BINARY_TRAPS = [
+    b"",
+    b"\r\n",
+    b"--",
+    b"\r\n--\r\n",
+    b"line1\r\nline2\r\n\r\n--not the boundary--\r\n",
+    b"\r\n--b0undar",  # a near-miss of the delimiter (a prefix of it)
+    b"\x00\xff\r\n--\x1f\x8b" * 50,
+]
+
+
+@pytest.mark.parametrize("content", BINARY_TRAPS, ids=range(len(BINARY_TRAPS)))
+def test_multipart_binary_content_kept_exactly(content: bytes) -> None:
+    boundary = "b0undary"
+    trap = content + b"\r\n--b0undaryX and more"  # the boundary followed by text is not a delimiter line
+    body = _body(boundary, [
+        (b'Content-Disposition: form-data; name="params"\r\nContent-Type: application/json', b'{"a": 1}'),
+        (b'Content-Disposition: form-data; name="image"; filename="h.nii.gz"\r\n'
+         b"Content-Type: application/octet-stream", trap),
+    ], preamble=b"preamble to ignore", epilogue=b"\r\nepilogue to ignore")
+    parts = multipart.parse_multipart(body, f"multipart/form-data; boundary={boundary}")
+    assert [p.name for p in parts] == ["params", "image"]
+    assert json.loads(parts[0].text()) == {"a": 1}
+    assert parts[1].content == trap and parts[1].filename == "h.nii.gz"
+
+
+def test_multipart_random_binary_round_trip() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        payload = bytearray(rng.integers(0, 256, size=int(rng.integers(0, 4000)), dtype=np.uint8).tobytes())
+        for _ in range(5):  # plant CRLFs and dashes
+            at = int(rng.integers(0, len(payload) + 1))
+            payload[at:at] = [b"\r\n", b"--", b"\r\n--", b"\n--"][int(rng.integers(0, 4))]
+        boundary = uuid.uuid4().hex
+        body = _body(boundary, [(b'Content-Disposition: form-data; name="image"; filename="x.bin"', bytes(payload))])
+        (part,) = multipart.parse_multipart(body, f'multipart/form-data; boundary="{boundary}"')
+        assert part.content == bytes(payload)
+
+
+def test_multipart_quoted_boundary_and_header_forms() -> None:
+    boundary = "weird boundary with=chars'()+_,-./:?"
+    body = _body(boundary, [
+        (b'content-disposition: form-data; name="params"', b"{}"),
+        (b"Content-Disposition: form-data; name=image;\r\n filename*=UTF-8''na%C3%AFve%20map.nii.gz", b"\x01\x02"),
+        (b"Content-Disposition: form-data; name=\"quoted \\\"name\\\"; x\"", b"v"),
+        (b"Content-Disposition: form-data; name=\"empty\"", b""),
+    ])
+    content_type = 'multipart/form-data; charset=utf-8; boundary="weird boundary with=chars\'()+_,-./:?"'
+    parts = multipart.parse_multipart(body, content_type)
+    assert [p.name for p in parts] == ["params", "image", 'quoted "name"; x', "empty"]
+    assert parts[1].filename == "naïve map.nii.gz" and parts[1].content == b"\x01\x02"
+    assert parts[3].content == b""
+    assert multipart.parse_header_params('form-data; name="a;b"; filename="c.nii.gz"') == (
+        "form-data", {"name": "a;b", "filename": "c.nii.gz"})
+
+
+@pytest.mark.parametrize("body, content_type, message", [
+    (b"--b\r\n\r\nx\r\n--b--", "application/json", "expected a multipart"),
+    (b"--b\r\n\r\nx\r\n--b--", "multipart/form-data", "boundary"),
+    (b"no boundary in here", "multipart/form-data; boundary=b", "holds no part"),
+    (b"--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nhalf a file", "multipart/form-data; boundary=b",
+     "truncated"),
+    (b"--b\r\nnot a header line\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=b", "bad header"),
+])
+def test_multipart_errors_are_clear(body: bytes, content_type: str, message: str) -> None:
+    with pytest.raises(multipart.MultipartError, match=message) as info:
+        multipart.parse_multipart(body, content_type)
+    assert isinstance(info.value, MalformedAnswerError)
+    assert_clear_message(info.value)
+
+
+# ----------------------------------------------------------------------------- upload
+@pytest.mark.parametrize("direction_name", ["oblique", "oblique_flipped", "ras_aligned"])
+def test_upload_then_infer_by_id(client: InsightClient, tmp_path: Path, direction_name: str) -> None:
+    """A new volume is uploaded, analysed by id, and its heatmap lies exactly on it."""
+    image = make_volume(direction=DIRECTIONS[direction_name], origin=(31.5, -12.25, 80.0), seed=5)
+    path = write_volume(image, tmp_path / "ct.nii.gz")
+    image_id = unique_id(f"slicer_{direction_name}")
+    assert not client.has_image(image_id)
+    assert client.upload_image(path, image_id, info={"source": "test"}) == image_id
+    assert client.has_image(image_id) and image_id in client.list_images()
+    assert client.image_info(image_id)["source"] == "test"
+
+    result = client.infer(image_id)
+    assert result.image_id == image_id and 0.0 <= result.pe_probability <= 1.0
+    heatmap_geometry = result.heatmap_geometry()
+    assert heatmap_geometry.size_ijk == image.GetSize()
+    assert_maps_like_itk(heatmap_geometry.ijk_to_ras, image)
+    assert heatmap_geometry.same_grid(geometry.nifti_geometry(path.read_bytes()), atol_mm=GEOMETRY_TOLERANCE_MM)
+
+    data, name = client.download_image(image_id)
+    assert name.endswith(".nii.gz") and data == path.read_bytes()
+
+
+def test_content_image_id_is_stable_and_safe() -> None:
+    """Volumes without a server id are uploaded under <name>-<digest of voxels and geometry>."""
+    voxels = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    matrix = np.diag([0.7, 0.7, 2.0, 1.0])
+    first = content_image_id("CT chest (2024/01) ü", voxels, matrix)
+    assert image_id_is_valid(first) and first.startswith("CT_chest_2024_01")
+    assert content_image_id("CT chest (2024/01) ü", voxels.copy(), matrix.copy()) == first
+    changed = voxels.copy()
+    changed[0, 0, 0] += 1
+    assert content_image_id("CT chest (2024/01) ü", changed, matrix) != first
+    assert content_image_id("CT chest (2024/01) ü", voxels, geometry.flip_lps_ras_matrix(matrix)) != first
+    assert image_id_is_valid(content_image_id("", voxels, matrix))
+    assert "." not in content_image_id("scan.nii", voxels, matrix)
+
+
+def test_upload_rejects_bad_input(client: InsightClient, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="cannot read"):
+        client.upload_image(tmp_path / "missing.nii.gz", "some_id")
+    with pytest.raises(InvalidInputError, match="not a volume file"):
+        client.upload_image(b"data", "some_id", filename="notes.txt")
+    with pytest.raises(InvalidInputError, match="needs a file name"):
+        client.upload_image(b"data", "some_id")
+    with pytest.raises(InvalidInputError, match="image id"):
+        client.upload_image(b"data", "bad id with spaces", filename="x.nii.gz")
+
+
+# ----------------------------------------------------------------------------- labels
+def test_label_round_trip_with_provenance(client: InsightClient, tmp_path: Path) -> None:
+    """Save a label made from the heatmap with its provenance, read it back equal voxel by voxel."""
+    image = make_volume(direction=oblique_direction(25.0, flip_x=True), seed=11)
+    image_id = unique_id("slicer_label")
+    client.upload_image(write_volume(image, tmp_path / "ct.nii.gz"), image_id)
+    result = client.infer(image_id)
+    values, heatmap_geometry = result.heatmap_volume()
+
+    threshold = max(float(values.max()) * 0.5, 1e-3)
+    mask = colormap.threshold_mask(values, threshold)
+    mask[2:5, 3:9, 4:12] = 1 - mask[2:5, 3:9, 4:12]  # an edit: the annotator repainted a block
+    digest_before_edit = labels.mask_digest(colormap.threshold_mask(values, threshold))
+    method = labels.mask_method(mask, digest_before_edit)
+    assert method == "edited"
+    provenance = labels.LabelProvenance(annotator="Dr. Test", scan_label="PE", method=method, model=result.model,
+                                        model_version=result.model_version, heatmap_threshold=threshold,
+                                        image_id=image_id)
+    labels.check_submission(provenance.scan_label, mask)
+    label_bytes = nifti.write_nifti(mask, heatmap_geometry.ijk_to_ras)
+
+    receipt = client.save_label(image_id, label_bytes, provenance)
+    assert receipt.image_id == image_id and receipt.label_id and receipt.tag == labels.DEFAULT_LABEL_TAG
+
+    stored = client.download_label(receipt.label_id)
+    read_back, header = nifti.read_nifti(stored)
+    np.testing.assert_array_equal(read_back, mask)
+    assert read_back.dtype == np.uint8
+    # SimpleITK reads the same voxels on the CT's grid
+    itk_label = read_image_bytes(stored)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(itk_label), mask)
+    assert_maps_like_itk(geometry.nifti_geometry(header).ijk_to_ras, itk_label)
+    assert_maps_like_itk(geometry.nifti_geometry(header).ijk_to_ras, image)
+
+    info = client.label_info(receipt.label_id)
+    again = labels.LabelProvenance.from_params(info)
+    assert again.annotator == "Dr. Test" and again.scan_label == "pe" and again.method == "edited"
+    assert again.model_version == result.model_version and again.heatmap_threshold == pytest.approx(threshold)
+    assert info["schema"] == labels.PROVENANCE_SCHEMA and info["image_id"] == image_id
+
+    # LocalDatastore keeps one label per (image, tag): a second save replaces the first
+    empty = np.zeros_like(mask)
+    client.save_label(image_id, nifti.write_nifti(empty, heatmap_geometry.ijk_to_ras),
+                      labels.LabelProvenance(annotator="Dr. Test", scan_label="No PE", method="empty"))
+    np.testing.assert_array_equal(nifti.read_nifti(client.download_label(image_id))[0], empty)
+    assert client.label_info(image_id)["scan_label"] == "no_pe"
+
+
+def test_label_provenance_rules() -> None:
+    with pytest.raises(InvalidInputError, match="annotator"):
+        labels.LabelProvenance(annotator="  ", scan_label="pe", method="manual")
+    with pytest.raises(InvalidInputError, match="unknown scan label"):
+        labels.LabelProvenance(annotator="a", scan_label="maybe", method="manual")
+    with pytest.raises(InvalidInputError, match="model version"):
+        labels.LabelProvenance(annotator="a", scan_label="pe", method="edited")
+    with pytest.raises(InvalidInputError, match="mask method"):
+        labels.LabelProvenance(annotator="a", scan_label="pe", method="guessed")
+    assert [labels.parse_scan_label(v) for v in ("PE", "No PE", "no_pe", "Uncertain", "no-pe")] == [
+        "pe", "no_pe", "no_pe", "uncertain", "no_pe"]
+    record = labels.LabelProvenance(annotator="a", scan_label="uncertain", method="manual").to_params()
+    assert record["scan_label"] == "uncertain" and "model_version" not in record and record["created_utc"]
+
+    mask = np.zeros((4, 5, 6), np.uint8)
+    assert labels.mask_method(mask, None) == "empty"
+    mask[1, 2, 3] = 1
+    assert labels.mask_method(mask, None) == "manual"
+    assert labels.mask_method(mask, labels.mask_digest(mask.astype(bool))) == "heatmap"
+    with pytest.raises(InvalidInputError, match="PE label needs a segmentation"):
+        labels.check_submission("pe", np.zeros((2, 2, 2)))
+    with pytest.raises(InvalidInputError, match="'No PE'"):
+        labels.check_submission("no_pe", mask)
+    labels.check_submission("uncertain", None)
+
+
+def test_error_5xx_from_the_real_server(client: InsightClient) -> None:
+    """MONAI Label answers a bare HTTP 500 ("Internal Server Error") when asked to update the info
+    of an image it does not have. (Saving a label for such an image fails the same way, but leaves
+    the uploaded temporary file behind in the server's TMPDIR, so it is not used here.)"""
+    with pytest.raises(ServerFailureError) as info:
+        client.update_image_info("image_that_does_not_exist", {"scan_label": "pe"})
+    assert info.value.status == 500
+    message = assert_clear_message(info.value)
+    assert "HTTP 500" in message and "info update of image 'image_that_does_not_exist'" in message
+    assert "Internal Server Error" in info.value.detail
+
+
+# ----------------------------------------------------------------------------- active learning
+def test_next_sample_with_offered_strategy(client: InsightClient) -> None:
+    offered = client.strategies()
+    assert offered, "the app offers MONAI Label's default 'random' strategy"
+    images = set(client.list_images())
+    for strategy in [None, *offered]:
+        sample = client.next_sample(strategy)
+        assert sample is not None and sample.image_id in images
+        assert sample.strategy == (strategy or offered[0])
+    with pytest.raises(NotOfferedError, match="no active-learning strategy 'nonexistent'.*random") as info:
+        client.next_sample("nonexistent")
+    assert_clear_message(info.value)
+
+
+def test_next_sample_when_server_offers_no_strategy(monailabel_server_factory, sample_studies_dir: Path,
+                                                    demo_model_path: Path) -> None:
+    """A real server started with active learning switched off: the client says so clearly."""
+    server = monailabel_server_factory(sample_studies_dir, demo_model_path,
+                                       env={"MONAI_LABEL_TASKS_STRATEGY": "false"})
+    client = InsightClient(server.base_url)
+    assert client.strategies() == []
+    with pytest.raises(NotOfferedError, match="offers no active-learning strategy, so it cannot pick the next case") \
+            as info:
+        client.next_sample()
+    assert_clear_message(info.value)
+
+
+# ----------------------------------------------------------------------------- training
+def test_training_not_offered_is_reported(client: InsightClient, server: MonaiLabelServer) -> None:
+    assert client.info().trainers == {}, "this app has no trainer yet; update this test when it gets one"
+    status = client.train_status("pe_insight")
+    assert status.state == "not_offered" and not status.running
+    assert "offers no training for model 'pe_insight'" in status.message
+    with pytest.raises(NotOfferedError, match="offers no training for model 'pe_insight'") as info:
+        client.train_start("pe_insight")
+    assert_clear_message(info.value)
+    with pytest.raises(NotOfferedError, match="offers no training"):
+        client.train_stop("pe_insight")
+    # the client checked first: no doomed background task was started on the server
+    assert requests.get(server.url("/train/"), timeout=10).status_code == 404
+
+
+# ----------------------------------------------------------------------------- errors
+def test_error_server_down() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and is closed now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = InsightClient(f"http://127.0.0.1:{port}")
+    with pytest.raises(ServerUnreachableError) as info:
+        client.info()
+    message = assert_clear_message(info.value)
+    assert f"127.0.0.1:{port}" in message and "is it running" in message
+
+
+def test_error_4xx_with_detail(client: InsightClient, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError) as info:
+        client.infer("no_such_image_here")
+    assert info.value.status == 404
+    assert "not found in the datastore" in info.value.detail
+    assert "not found in the datastore" in assert_clear_message(info.value)
+
+    with pytest.raises(NotFoundError, match="no infer model 'nope'"):
+        client.infer(PE_STUDY, model="nope")
+
+    corrupt_id = unique_id("slicer_corrupt")
+    client.upload_image(b"this is not a volume", corrupt_id, filename="corrupt.nii.gz")
+    with pytest.raises(RequestRejectedError) as info:
+        client.infer(corrupt_id)
+    assert info.value.status == 422 and "cannot read image" in info.value.detail
+    assert "HTTP 422" in assert_clear_message(info.value)
+
+
+def test_error_invalid_url() -> None:
+    for url in ("", "127.0.0.1:8000", "ftp://host/"):
+        with pytest.raises(InvalidInputError, match="not an http"):
+            InsightClient(url)
+
+
+class StubServer:
+    """A raw TCP server on loopback answering every connection with ``reply(request_bytes)``
+    (``None``: accept and never answer)."""
+
+    def __init__(self, reply: Callable[[bytes], Optional[bytes]]) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self._sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._accept_thread = threading.Thread(target=self._accept, daemon=True)
+        self._accept_thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                while length and len(body) < int(length.group(1)):
+                    body += conn.recv(65536)
+            except OSError:
+                return
+            self.requests.append(head)
+            answer = self.reply(head)
+            if answer is None:
+                self._stop.wait(10)  # hold the connection open, answer nothing
+                return
+            conn.sendall(answer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._accept_thread.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+
+@pytest.fixture
+def stub_factory() -> Iterator[Callable[[Callable[[bytes], Optional[bytes]]], StubServer]]:
+    stubs: list[StubServer] = []
+
+    def make(reply: Callable[[bytes], Optional[bytes]]) -> StubServer:
+        stubs.append(StubServer(reply))
+        return stubs[-1]
+
+    yield make
+    for stub in stubs:
+        stub.close()
+
+
+def http_answer(status: str, body: bytes, content_type: str = "application/json") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+def test_error_timeout(stub_factory) -> None:
+    """The server accepts the connection and never answers (the real server cannot be made to)."""
+    stub = stub_factory(lambda request: None)
+    client = InsightClient(stub.url, timeouts=Timeouts(connect=2.0, read=SHORT_TIMEOUT_S))
+    start = time.monotonic()
+    with pytest.raises(ServerTimeoutError) as info:
+        client.info()
+    assert time.monotonic() - start < 5.0
+    message = assert_clear_message(info.value)
+    assert "did not answer within 0.5 s" in message and "server info" in message
+
+
+@pytest.mark.parametrize("answer, message", [
+    (http_answer("200 OK", b"<html><body>proxy login</body></html>", "text/html"), "not JSON"),
+    (http_answer("200 OK", b'{"hello": "world"}'), "is this a MONAI Label server"),
+    (http_answer("200 OK", b"[1, 2, 3]"), "not a JSON object"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "not HTTP"),
+])
+def test_error_malformed_answer(stub_factory, answer: bytes, message: str) -> None:
+    stub = stub_factory(lambda request: answer)
+    with pytest.raises(MalformedAnswerError, match=message) as info:
+        InsightClient(stub.url, timeouts=Timeouts(read=5.0)).info()
+    assert_clear_message(info.value)
+
+
+def test_error_malformed_infer_answers(stub_factory) -> None:
+    answers = {
+        "truncated": http_answer("200 OK", b'--b\r\nContent-Disposition: form-data; name="params"\r\n\r\n{"pe',
+                                 "multipart/form-data; boundary=b"),
+        "params not json": http_answer("200 OK", b'--b\r\nContent-Disposition: form-data; name="params"\r\n\r\n'
+                                       b"nope\r\n--b--\r\n", "multipart/form-data; boundary=b"),
+        "no probability": http_answer("200 OK", b'{"model_version": "x"}'),
+        "bad probability": http_answer("200 OK", b'{"pe_probability": 7, "model_version": "x"}'),
+        "bad findings": http_answer("200 OK", b'{"pe_probability": 0.5, "model_version": "x", "findings": [{}]}'),
+        "plain text": http_answer("200 OK", b"ok", "text/plain"),
+    }
+    expected = {"truncated": "truncated", "params not json": "not JSON", "no probability": "pe_probability",
+                "bad probability": "not in \\[0, 1\\]", "bad findings": "finding 1", "plain text": "neither JSON"}
+    for name, answer in answers.items():
+        stub = stub_factory(lambda request, answer=answer: answer)
+        with pytest.raises(MalformedAnswerError, match=expected[name]) as info:
+            InsightClient(stub.url, timeouts=Timeouts(read=5.0)).infer("some_image")
+        assert_clear_message(info.value)
+
+
+def test_error_5xx_traceback_is_reduced_and_auth_errors(stub_factory) -> None:
+    traceback = (b"Traceback (most recent call last):\n  File \"/srv/app.py\", line 3, in run\n    boom()\n"
+                 b"RuntimeError: CUDA out of memory\n")
+    stub = stub_factory(lambda request: http_answer("500 Internal Server Error", traceback, "text/plain"))
+    with pytest.raises(ServerFailureError) as info:
+        InsightClient(stub.url).info()
+    message = assert_clear_message(info.value)
+    assert "RuntimeError: CUDA out of memory" in message and "app.py" not in message and "HTTP 500" in message
+
+    stub = stub_factory(lambda request: http_answer("401 Unauthorized", b'{"detail": "Not authenticated"}'))
+    client = InsightClient(stub.url, token="secret-token")
+    with pytest.raises(AuthenticationError, match="Not authenticated.*token"):
+        client.info()
+    assert b"authorization: bearer secret-token" in stub.requests[-1].lower()
+
+    stub = stub_factory(lambda request: http_answer(
+        "422 Unprocessable Entity", b'{"detail": [{"loc": ["query", "image"], "msg": "field required"}]}'))
+    with pytest.raises(RequestRejectedError, match="query.image: field required"):
+        InsightClient(stub.url).info()
+
+
+def test_token_accepted_by_open_server(server: MonaiLabelServer) -> None:
+    assert "pe_insight" in InsightClient(server.base_url, token="any").info().models
+
+
+# ----------------------------------------------------------------------------- geometry (offline)
+@pytest.mark.parametrize("name", list(DIRECTIONS))
+def test_nifti_geometry_matches_itk(tmp_path: Path, name: str) -> None:
+    image = make_volume(size_xyz=(9, 7, 5), spacing=(0.7, 1.3, 2.5), origin=(-101.5, 33.25, 7.0),
+                        direction=DIRECTIONS[name], seed=1)
+    path = write_volume(image, tmp_path / "ct.nii.gz")
+    data = path.read_bytes()
+    read_back = sitk.ReadImage(str(path))
+    lib_geometry = geometry.nifti_geometry(data)
+    assert lib_geometry.size_ijk == image.GetSize()
+    assert_maps_like_itk(lib_geometry.ijk_to_ras, read_back)
+    np.testing.assert_allclose(lib_geometry.origin_lps, read_back.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(lib_geometry.spacing, read_back.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(lib_geometry.direction_lps.ravel(), read_back.GetDirection(), atol=1e-5)
+    values, _ = nifti.read_nifti(data)
+    np.testing.assert_array_equal(values, sitk.GetArrayFromImage(read_back))
+
+
+@pytest.mark.parametrize("name", ["oblique", "oblique_flipped", "left_handed"])
+def test_nifti_qform_only_matches_itk(tmp_path: Path, name: str) -> None:
+    """With the sform switched off (sform_code 0) the qform alone places the volume, as in ITK."""
+    image = make_volume(size_xyz=(8, 6, 5), direction=DIRECTIONS[name], seed=2)
+    raw = bytearray(zlib.decompress(write_volume(image, tmp_path / "a.nii.gz").read_bytes(), 16 + zlib.MAX_WBITS))
+    struct.pack_into("<h", raw, 254, 0)  # sform_code = 0 (little-endian header written by SimpleITK)
+    struct.pack_into("<12f", raw, 280, *([0.0] * 12))
+    qform_only = tmp_path / "qform_only.nii"
+    qform_only.write_bytes(bytes(raw))
+    header = nifti.parse_nifti_header(bytes(raw))
+    assert header.sform_code == 0 and header.qform_code > 0
+    assert_maps_like_itk(geometry.nifti_geometry(header).ijk_to_ras, sitk.ReadImage(str(qform_only)))
+
+
+@pytest.mark.parametrize("qform_code, sform_code", [(1, 1), (1, 2), (2, 1), (1, 4), (0, 1), (1, 0), (2, 2),
+                                                     (0, 2), (4, 1), (3, 3)])
+def test_nifti_sform_or_qform_chosen_like_itk(tmp_path: Path, qform_code: int, sform_code: int) -> None:
+    """When sform and qform disagree (sform shifted 5 mm), the Lib picks the one ITK (so Slicer) uses."""
+    image = make_volume(size_xyz=(8, 6, 5), direction=DIRECTIONS["oblique_flipped"], seed=4)
+    raw = bytearray(zlib.decompress(write_volume(image, tmp_path / "a.nii.gz").read_bytes(), 16 + zlib.MAX_WBITS))
+    srow = np.array(struct.unpack_from("<12f", raw, 280)).reshape(3, 4)
+    srow[:, 3] += 5.0
+    struct.pack_into("<12f", raw, 280, *srow.ravel())
+    struct.pack_into("<2h", raw, 252, qform_code, sform_code)
+    path = tmp_path / "disagreeing.nii"
+    path.write_bytes(bytes(raw))
+    assert_maps_like_itk(geometry.nifti_geometry(bytes(raw)).ijk_to_ras, sitk.ReadImage(str(path)))
+
+
+@pytest.mark.parametrize("name", ["identity", "oblique_flipped", "permuted"])
+def test_nrrd_geometry_matches_itk(tmp_path: Path, name: str) -> None:
+    image = make_volume(size_xyz=(6, 5, 4), direction=DIRECTIONS[name], seed=3)
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(image, str(path))
+    lib_geometry = geometry.nrrd_geometry(path.read_bytes())
+    assert lib_geometry.size_ijk == image.GetSize()
+    assert_maps_like_itk(lib_geometry.ijk_to_ras, sitk.ReadImage(str(path)))
+    ras_header = ("NRRD0004\ntype: short\ndimension: 3\nspace: right-anterior-superior\nsizes: 2 3 4\n"
+                  "space directions: (0,0,2) (1.5,0,0) (0,-1,0)\nspace origin: (10,20,30)\n\n")
+    ras = geometry.nrrd_geometry(ras_header)
+    np.testing.assert_allclose(ras.ijk_to_ras_points([1, 1, 1]), [11.5, 19.0, 32.0])
+    np.testing.assert_allclose(ras.ijk_to_lps[:3, 3], [-10.0, -20.0, 30.0])
+    with pytest.raises(MalformedAnswerError, match="space 'scanner-xyz'"):
+        geometry.nrrd_geometry(ras_header.replace("right-anterior-superior", "scanner-xyz"))
+
+
+@pytest.mark.parametrize("name", list(DIRECTIONS))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_write_nifti_read_by_itk(tmp_path: Path, name: str, dtype) -> None:
+    """The Lib's writer (labels, exports) places voxels exactly where ITK (and so Slicer) reads them."""
+    reference = make_volume(size_xyz=(7, 6, 5), spacing=(0.8, 0.9, 3.0), origin=(5.0, -7.5, 120.0),
+                            direction=DIRECTIONS[name])
+    ijk_to_ras = itk_geometry(reference).ijk_to_ras
+    values = (np.arange(5 * 6 * 7).reshape(5, 6, 7) % 7).astype(dtype)
+    path = tmp_path / "written.nii.gz"
+    path.write_bytes(nifti.write_nifti(values, ijk_to_ras))
+    read_back = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_back), values)
+    assert_maps_like_itk(ijk_to_ras, read_back)
+    again, header = nifti.read_nifti(path.read_bytes())
+    np.testing.assert_array_equal(again, values)
+    assert geometry.matrices_close(header.qform_matrix(), ijk_to_ras, 1e-4)
+    assert geometry.matrices_close(header.sform_matrix(), ijk_to_ras, 1e-4)
+
+
+def test_lps_ras_conversions() -> None:
+    assert geometry.lps_to_ras((1.0, -2.0, 3.0)) == (-1.0, 2.0, 3.0)
+    assert geometry.ras_to_lps(geometry.lps_to_ras((4.0, 5.0, 6.0))) == (4.0, 5.0, 6.0)
+    matrix = np.arange(16.0).reshape(4, 4)
+    matrix[3] = [0, 0, 0, 1]
+    np.testing.assert_array_equal(geometry.flip_lps_ras_matrix(geometry.flip_lps_ras_matrix(matrix)), matrix)
+    g = geometry.geometry_from_itk((2, 2, 2), (1.0, 2.0, 3.0), (10.0, 20.0, 30.0), RAS_ALIGNED)
+    np.testing.assert_allclose(g.ijk_to_ras, np.diag([1.0, 2.0, 3.0, 1.0]) + np.array(
+        [[0, 0, 0, -10], [0, 0, 0, -20], [0, 0, 0, 30], [0, 0, 0, 0]]))
+    np.testing.assert_allclose(g.ras_to_ijk_points(g.ijk_to_ras_points([[1, 0, 1], [0, 1, 0]])), [[1, 0, 1], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"short", "not a NIfTI file"),
+    (b"\x1f\x8b\x08broken gzip", "broken gzip"),
+    (struct.pack("<i", 540) + bytes(600), "NIfTI-2"),
+    (struct.pack("<i", 348) + bytes(340) + b"xxxx", "magic"),
+])
+def test_nifti_errors_are_clear(data: bytes, message: str) -> None:
+    with pytest.raises(nifti.NiftiError, match=message) as info:
+        nifti.read_nifti(data)
+    assert isinstance(info.value, MalformedAnswerError)
+
+
+# ----------------------------------------------------------------------------- colormap
+def _srgb_lightness(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB L* of sRGB colours in [0, 1], shape [N, 3] -> [N]."""
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    y = linear @ np.array([0.2126, 0.7152, 0.0722])
+    return np.where(y > (6 / 29) ** 3, 116 * np.cbrt(y) - 16, y * (29 / 3) ** 3)
+
+
+def test_colormap_is_perceptual_and_transparent_below_threshold() -> None:
+    import matplotlib
+
+    rgb = colormap.inferno_rgb()
+    assert rgb.shape == (256, 3)
+    reference = np.asarray(matplotlib.colormaps["inferno"](np.linspace(0, 1, 256)))[:, :3]
+    np.testing.assert_allclose(rgb, reference, atol=0.5 / 255 + 1e-9)
+    lightness = _srgb_lightness(rgb)
+    assert np.all(np.diff(lightness) > 0), "lightness must rise monotonically"
+
+    table = colormap.colormap_rgba(0.5)
+    assert table.shape == (256, 4)
+    index = colormap.threshold_index(0.5)
+    assert index == 128 and index / 255 >= 0.5 > (index - 1) / 255
+    assert np.all(table[:index, 3] == 0.0) and np.all(table[index:, 3] == 1.0)
+    assert np.all(colormap.colormap_rgba(0.0)[:, 3] == 1.0)
+    assert colormap.colormap_rgba(1.0)[:, 3].sum() == 1.0
+    assert colormap.window_level((0.0, 1.0)) == (1.0, 0.5)
+
+
+def test_threshold_and_opacity_helpers() -> None:
+    values = np.array([[[0.1, 0.5, np.nan, 0.9]]], dtype=np.float32)
+    np.testing.assert_array_equal(colormap.threshold_mask(values, 0.5), [[[0, 1, 0, 1]]])
+    assert colormap.threshold_mask(values, 0.5).dtype == np.uint8
+    for bad in (-0.1, 1.5, float("nan"), "x", None):
+        with pytest.raises(InvalidInputError):
+            colormap.check_threshold(bad)
+        with pytest.raises(InvalidInputError):
+            colormap.check_opacity(bad)
+    with pytest.raises(InvalidInputError, match="threshold of 0"):
+        colormap.threshold_mask(values, 0.0)
+    assert colormap.check_opacity("0.25") == 0.25
+
+
+def test_findings_rows_from_hand_made_answer() -> None:
+    rows = findings.parse_findings([
+        {"label": 2, "peak_score": 0.6, "mean_score": 0.55, "volume_mm3": 120.0, "voxel_count": 10,
+         "centroid_ijk": [1, 2, 3], "centroid_lps_mm": [10.0, -20.0, 30.0], "peak_ijk": [1, 2, 3]},
+        {"label": 1, "peak_score": 0.9, "mean_score": 0.7, "volume_mm3": 64.5, "voxel_count": 5,
+         "centroid_ijk": [4, 5, 6], "centroid_lps_mm": [-1.5, 2.5, -3.0], "peak_ijk": [4, 5, 6]},
+    ])
+    assert [row.rank for row in rows] == [1, 2]
+    assert rows[0].centroid_ras == (1.5, -2.5, -3.0) and rows[1].centroid_ras == (-10.0, 20.0, 30.0)
+    assert findings.table_cells(rows[0]) == ("1", "0.900", "64", "1.5, -2.5, -3.0")
+    assert [row.rank for row in findings.visible_findings(rows, 0.7)] == [1]
+    assert findings.parse_findings(None) == []
+    with pytest.raises(MalformedAnswerError, match="not a list"):
+        findings.parse_findings("oops")
+
+
+# ----------------------------------------------------------------------------- the Slicer side, statically
+def _python_sources() -> list[Path]:
+    return [MODULE_FILE, *sorted(LIB_DIR.glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", _python_sources(), ids=lambda p: p.name)
+def test_parses_under_python39_grammar(path: Path) -> None:
+    ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
+
+
+def _imported_top_names(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(LIB_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_lib_imports_only_stdlib_requests_numpy(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = _imported_top_names(tree)
+    forbidden = {"torch", "SimpleITK", "nibabel", "cgi", "slicer", "vtk", "qt", "ctk", "monai", "monailabel",
+                 "insight", "matplotlib", "scipy", "PIL", "requests_toolbelt"}
+    assert not imported & forbidden, f"{path.name} imports {sorted(imported & forbidden)}"
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "__future__"}
+    assert third_party <= {"requests", "numpy"}, f"{path.name} imports {sorted(third_party)}"
+    for node in ast.walk(tree):  # no 3.10+ dataclass options
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dataclass":
+            assert not {k.arg for k in node.keywords} & {"slots", "kw_only", "match_args"}
+
+
+def test_module_file_structure_ui_and_cmake_agree() -> None:
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    tree = ast.parse(source, feature_version=(3, 9))
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert {"SlicerInsight", "SlicerInsightWidget", "SlicerInsightLogic", "SlicerInsightTest"} <= set(classes)
+    # heavy or Slicer-free imports are not done at module level beyond Slicer's own modules
+    top_imports = _imported_top_names(ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import,
+                                                                                               ast.ImportFrom))],
+                                                 type_ignores=[]))
+    assert top_imports <= {"__future__", "logging", "os", "sys", "slicer", "vtk", "qt", "ctk", "typing"}, top_imports
+    # no GUI in the Logic: no qt/ctk widgets, no dialogs
+    logic_source = ast.get_source_segment(source, classes["SlicerInsightLogic"])
+    for gui in ("qt.", "ctk.", "slicer.util.errorDisplay", "slicer.util.infoDisplay", "delayDisplay",
+                "slicer.util.confirm"):
+        assert gui not in logic_source, f"the Logic uses GUI code: {gui}"
+    # every widget the Widget uses exists in the .ui
+    ui_file = MODULE_DIR / "Resources" / "UI" / "SlicerInsight.ui"
+    ui_names = {element.get("name") for element in ElementTree.parse(ui_file).iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and used <= ui_names, f"missing in the .ui: {sorted(used - ui_names)}"
+    # CMake installs every Lib file and the resources, with generic tests and the unittest
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    for path in LIB_DIR.glob("*.py"):
+        assert f"{{MODULE_NAME}}Lib/{path.name}" in cmake, f"{path.name} not in SlicerInsight/CMakeLists.txt"
+    for needed in ("slicerMacroBuildScriptedModule", "WITH_GENERIC_TESTS", "Resources/UI/${MODULE_NAME}.ui",
+                   "Resources/Icons/${MODULE_NAME}.png", "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)"):
+        assert needed in cmake, needed
+
+
+def test_icon_is_a_128px_png() -> None:
+    data = (MODULE_DIR / "Resources" / "Icons" / "SlicerInsight.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (128, 128)
+    assert len(data) < 40_000
+
+
+def test_client_calls_leave_no_file_on_the_server(server: MonaiLabelServer) -> None:
+    """After every call above (uploads, analyses, labels, refusals), the server's TMPDIR is empty."""
+    leftovers: list[Path] = []
+    deadline = time.monotonic() + 10  # temporary files are removed in background tasks after the answer
+    while time.monotonic() < deadline:
+        leftovers = [p for p in server.tmp_dir.rglob("*") if p.is_file()]
+        if not leftovers:
+            break
+        time.sleep(0.5)
+    assert not leftovers, f"files left in the server's TMPDIR: {[p.name for p in leftovers]}"
