@@ -72,7 +72,7 @@ def test_insight_model_output(use_context, pooling):
     assert out.heatmap.shape == out.detection_logits.shape == (6, 1, 8, 10)
     assert (out.context_logits is not None) == use_context
     assert 0.0 <= float(out.heatmap.min()) and float(out.heatmap.max()) <= 1.0
-    assert 0.0 <= float(out.probability) <= 1.0
+    assert 0.0 <= float(out.probability.detach()) <= 1.0
 
 
 def test_heatmap_is_detection_times_one_minus_context():
