@@ -82,6 +82,20 @@ class MonaiLabelServer:
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
 
+    def leftover_temp_files(self, wait_s: float = 10.0) -> list[Path]:
+        """Files still in the server's ``TMPDIR`` after waiting up to ``wait_s`` for them to go.
+
+        MONAI Label removes uploads and result files in background tasks after the answer is sent.
+        """
+        leftovers: list[Path] = []
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            leftovers = [p for p in self.tmp_dir.rglob("*") if p.is_file()]
+            if not leftovers:
+                break
+            time.sleep(0.5)
+        return leftovers
+
     def is_running(self) -> bool:
         return self.process.poll() is None
 

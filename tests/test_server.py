@@ -15,6 +15,7 @@ import pytest
 import requests
 import SimpleITK as sitk
 
+from insight.io import write_image
 from insight.models.checkpoint import load_checkpoint
 from insight.training.dataset import read_label_table
 from tests.conftest import MonaiLabelServer, parse_infer_multipart, read_image_bytes
@@ -47,11 +48,6 @@ def ct_like_volume(size_xyz, spacing=(0.7, 0.75, 1.25), origin=(-171.3, -160.85,
     if direction is not None:
         image.SetDirection(direction)
     return image
-
-
-def write(image: sitk.Image, path: Path) -> Path:
-    sitk.WriteImage(image, str(path), useCompression=True)
-    return path
 
 
 def assert_same_grid(actual: sitk.Image, expected: sitk.Image) -> None:
@@ -127,7 +123,7 @@ def test_infer_datastore_image_returns_json_and_heatmap_on_input_grid(server, sa
 
 def test_uploaded_file_returns_json_and_heatmap_on_its_grid(server, tmp_path, model_version):
     volume = ct_like_volume((72, 64, 36), direction=oblique_direction(25.0, flip_x=True), seed=1)
-    path = write(volume, tmp_path / "oblique_upload.nii.gz")
+    path = write_image(volume, tmp_path / "oblique_upload.nii.gz")
     response = post_infer(server, files=upload(path))
     assert response.status_code == 200, response.text[:500]
     answer = parse_infer_multipart(response)
@@ -138,7 +134,7 @@ def test_uploaded_file_returns_json_and_heatmap_on_its_grid(server, tmp_path, mo
 
 
 def test_output_image_gives_the_heatmap_alone_and_output_json_the_params_alone(server, tmp_path, model_version):
-    path = write(ct_like_volume((48, 56, 30), seed=2), tmp_path / "small.nii.gz")
+    path = write_image(ct_like_volume((48, 56, 30), seed=2), tmp_path / "small.nii.gz")
     as_image = post_infer(server, params={"output": "image"}, files=upload(path))
     assert as_image.status_code == 200, as_image.text[:500]
     assert_heatmap(read_image_bytes(as_image.content), sitk.ReadImage(str(path)))
@@ -153,7 +149,7 @@ def test_output_image_gives_the_heatmap_alone_and_output_json_the_params_alone(s
 
 def test_info_answers_while_an_inference_runs(server, tmp_path):
     """A real measurement: /info is polled for as long as one large inference is in flight."""
-    path = write(ct_like_volume((256, 256, 200), seed=3), tmp_path / "large.nii.gz")
+    path = write_image(ct_like_volume((256, 256, 200), seed=3), tmp_path / "large.nii.gz")
     outcome: dict = {}
 
     def run_inference():
@@ -195,11 +191,11 @@ def _corrupt(tmp_path: Path) -> dict:
 
 def _flat_2d(tmp_path: Path) -> dict:
     image = sitk.GetImageFromArray(np.zeros((64, 64), dtype=np.int16))
-    return {"files": upload(write(image, tmp_path / "flat.nii.gz"))}
+    return {"files": upload(write_image(image, tmp_path / "flat.nii.gz"))}
 
 
 def _single_slice(tmp_path: Path) -> dict:
-    return {"files": upload(write(ct_like_volume((64, 64, 1)), tmp_path / "one_slice.nrrd"))}
+    return {"files": upload(write_image(ct_like_volume((64, 64, 1)), tmp_path / "one_slice.nrrd"))}
 
 
 def _not_an_image(tmp_path: Path) -> dict:
@@ -240,13 +236,7 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(server, tmp_
 
 def test_no_upload_or_result_file_is_left_behind(server):
     """After the requests above, the server's TMPDIR holds no upload or heatmap file."""
-    leftovers: list[Path] = []
-    deadline = time.monotonic() + 10  # result files are removed in a background task after the response
-    while time.monotonic() < deadline:
-        leftovers = [p for p in server.tmp_dir.rglob("*") if p.is_file()]
-        if not leftovers:
-            break
-        time.sleep(0.5)
+    leftovers = server.leftover_temp_files()
     assert not leftovers, f"files left in the server's TMPDIR: {[p.name for p in leftovers]}"
 
 
@@ -273,7 +263,7 @@ def test_missing_model_is_reported_by_info_and_infer(monailabel_server_factory, 
     root = tmp_path_factory.mktemp("no_model")
     studies = root / "studies"
     studies.mkdir()
-    volume = write(ct_like_volume((48, 48, 24), seed=4), studies / "case_a.nii.gz")
+    volume = write_image(ct_like_volume((48, 48, 24), seed=4), studies / "case_a.nii.gz")
     missing = root / "missing_model.pt"
     broken = monailabel_server_factory(studies, missing)
 

@@ -32,6 +32,7 @@ import pytest
 import requests
 import SimpleITK as sitk
 
+from insight.io import write_image
 from tests.conftest import REPO, MonaiLabelServer, parse_infer_multipart, read_image_bytes
 from tests.helpers import make_volume, oblique_direction
 
@@ -74,11 +75,6 @@ def pe_result(client: InsightClient):
 
 def unique_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def write_volume(image: sitk.Image, path: Path) -> Path:
-    sitk.WriteImage(image, str(path), useCompression=True)
-    return path
 
 
 def itk_geometry(image: sitk.Image) -> geometry.VolumeGeometry:
@@ -211,7 +207,7 @@ def test_infer_json_only(client: InsightClient, pe_result) -> None:
 
 
 def test_infer_file_without_datastore(client: InsightClient, tmp_path: Path) -> None:
-    path = write_volume(make_volume(direction=oblique_direction(15.0), seed=3), tmp_path / "scan_upload.nii.gz")
+    path = write_image(make_volume(direction=oblique_direction(15.0), seed=3), tmp_path / "scan_upload.nii.gz")
     result = client.infer_file(path)
     assert 0.0 <= result.pe_probability <= 1.0
     assert_maps_like_itk(result.heatmap_geometry().ijk_to_ras, sitk.ReadImage(str(path)))
@@ -317,7 +313,7 @@ def test_multipart_errors_are_clear(body: bytes, content_type: str, message: str
 def test_upload_then_infer_by_id(client: InsightClient, tmp_path: Path, direction_name: str) -> None:
     """A new volume is uploaded, analysed by id, and its heatmap lies exactly on it."""
     image = make_volume(direction=DIRECTIONS[direction_name], origin=(31.5, -12.25, 80.0), seed=5)
-    path = write_volume(image, tmp_path / "ct.nii.gz")
+    path = write_image(image, tmp_path / "ct.nii.gz")
     image_id = unique_id(f"slicer_{direction_name}")
     assert not client.has_image(image_id)
     assert client.upload_image(path, image_id, info={"source": "test"}) == image_id
@@ -366,7 +362,7 @@ def test_label_round_trip_with_provenance(client: InsightClient, tmp_path: Path)
     """Save a label made from the heatmap with its provenance, read it back equal voxel by voxel."""
     image = make_volume(direction=oblique_direction(25.0, flip_x=True), seed=11)
     image_id = unique_id("slicer_label")
-    client.upload_image(write_volume(image, tmp_path / "ct.nii.gz"), image_id)
+    client.upload_image(write_image(image, tmp_path / "ct.nii.gz"), image_id)
     result = client.infer(image_id)
     values, heatmap_geometry = result.heatmap_volume()
 
@@ -676,7 +672,7 @@ def test_token_accepted_by_open_server(server: MonaiLabelServer) -> None:
 def test_nifti_geometry_matches_itk(tmp_path: Path, name: str) -> None:
     image = make_volume(size_xyz=(9, 7, 5), spacing=(0.7, 1.3, 2.5), origin=(-101.5, 33.25, 7.0),
                         direction=DIRECTIONS[name], seed=1)
-    path = write_volume(image, tmp_path / "ct.nii.gz")
+    path = write_image(image, tmp_path / "ct.nii.gz")
     data = path.read_bytes()
     read_back = sitk.ReadImage(str(path))
     lib_geometry = geometry.nifti_geometry(data)
@@ -693,7 +689,7 @@ def test_nifti_geometry_matches_itk(tmp_path: Path, name: str) -> None:
 def test_nifti_qform_only_matches_itk(tmp_path: Path, name: str) -> None:
     """With the sform switched off (sform_code 0) the qform alone places the volume, as in ITK."""
     image = make_volume(size_xyz=(8, 6, 5), direction=DIRECTIONS[name], seed=2)
-    raw = bytearray(zlib.decompress(write_volume(image, tmp_path / "a.nii.gz").read_bytes(), 16 + zlib.MAX_WBITS))
+    raw = bytearray(zlib.decompress(write_image(image, tmp_path / "a.nii.gz").read_bytes(), 16 + zlib.MAX_WBITS))
     struct.pack_into("<h", raw, 254, 0)  # sform_code = 0 (little-endian header written by SimpleITK)
     struct.pack_into("<12f", raw, 280, *([0.0] * 12))
     qform_only = tmp_path / "qform_only.nii"
@@ -708,7 +704,7 @@ def test_nifti_qform_only_matches_itk(tmp_path: Path, name: str) -> None:
 def test_nifti_sform_or_qform_chosen_like_itk(tmp_path: Path, qform_code: int, sform_code: int) -> None:
     """When sform and qform disagree (sform shifted 5 mm), the Lib picks the one ITK (so Slicer) uses."""
     image = make_volume(size_xyz=(8, 6, 5), direction=DIRECTIONS["oblique_flipped"], seed=4)
-    raw = bytearray(zlib.decompress(write_volume(image, tmp_path / "a.nii.gz").read_bytes(), 16 + zlib.MAX_WBITS))
+    raw = bytearray(zlib.decompress(write_image(image, tmp_path / "a.nii.gz").read_bytes(), 16 + zlib.MAX_WBITS))
     srow = np.array(struct.unpack_from("<12f", raw, 280)).reshape(3, 4)
     srow[:, 3] += 5.0
     struct.pack_into("<12f", raw, 280, *srow.ravel())
@@ -909,11 +905,5 @@ def test_icon_is_a_128px_png() -> None:
 
 def test_client_calls_leave_no_file_on_the_server(server: MonaiLabelServer) -> None:
     """After every call above (uploads, analyses, labels, refusals), the server's TMPDIR is empty."""
-    leftovers: list[Path] = []
-    deadline = time.monotonic() + 10  # temporary files are removed in background tasks after the answer
-    while time.monotonic() < deadline:
-        leftovers = [p for p in server.tmp_dir.rglob("*") if p.is_file()]
-        if not leftovers:
-            break
-        time.sleep(0.5)
+    leftovers = server.leftover_temp_files()
     assert not leftovers, f"files left in the server's TMPDIR: {[p.name for p in leftovers]}"

@@ -84,8 +84,6 @@ class InsightTrainer:
         self.augmenter = VolumeAugmenter() if train_config.augment else None
         self.history: list[dict[str, Any]] = []
         self._precomputed: list[torch.Tensor] | None = None
-        self._val_cases: list[PreparedCase] | None = None
-        self._val_cache: list[torch.Tensor] | None = None
         self.start_epoch = 0
         self.best_auroc = -math.inf
 
@@ -110,8 +108,7 @@ class InsightTrainer:
         if not train_cases:
             raise InputError("no training cases")
         self._precomputed = self._precompute(train_cases) if self.model.supports_precompute else None
-        self._val_cases = val_cases
-        self._val_cache = self._precompute(val_cases) if (val_cases and self.model.supports_precompute) else None
+        val_cache = self._precompute(val_cases) if (val_cases and self.model.supports_precompute) else None
         labels = {c.label for c in train_cases}
         if labels != {0, 1}:
             raise InputError(f"training needs both PE and no-PE scans; labels present: {sorted(labels)}")
@@ -124,7 +121,7 @@ class InsightTrainer:
             record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
                                       "learning_rate": self.optimizer.param_groups[0]["lr"]}
             if val_cases:
-                record.update(self.validate(val_cases))
+                record.update(self.validate(val_cases, val_cache))
             record["seconds"] = round(time.perf_counter() - started, 2)
             self.history.append(record)
             improved = self._is_improvement(record)
@@ -203,10 +200,13 @@ class InsightTrainer:
         return cached
 
     @torch.no_grad()
-    def predict_probabilities(self, cases: list[PreparedCase]) -> np.ndarray:
-        """Scan probabilities [len(cases)] with the model in eval mode (all slices)."""
+    def predict_probabilities(self, cases: list[PreparedCase],
+                              cache: list[torch.Tensor] | None = None) -> np.ndarray:
+        """Scan probabilities [len(cases)] with the model in eval mode (all slices).
+
+        ``cache``: the encoder's precomputed inputs for ``cases`` (from ``_precompute``), if any.
+        """
         self.model.eval()
-        cache = self._val_cache if cases is self._val_cases else None
         probabilities = []
         for i, case in enumerate(cases):
             if cache is not None:
@@ -217,8 +217,8 @@ class InsightTrainer:
                 probabilities.append(float(self.model(inputs, precomputed=precomputed).probability[0]))
         return np.asarray(probabilities)
 
-    def validate(self, cases: list[PreparedCase]) -> dict[str, float]:
-        probs = self.predict_probabilities(cases)
+    def validate(self, cases: list[PreparedCase], cache: list[torch.Tensor] | None = None) -> dict[str, float]:
+        probs = self.predict_probabilities(cases, cache)
         labels = np.asarray([c.label for c in cases])
         clipped = np.clip(probs, 1e-6, 1 - 1e-6)
         bce = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
