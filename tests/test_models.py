@@ -190,3 +190,54 @@ def test_insight_model_on_filter_bank_encoder_trains_a_step():
     out = model(torch.rand(4, 3, 32, 32))
     InsightLoss()(out.probability, torch.ones(1), out.detection_logits).backward()
     assert model.encoder.mix[0].weight.grad is not None
+
+
+# ------------------------------------------------------------------ search region, masked pooling, hard negatives
+def test_pooling_ignores_locations_outside_the_mask():
+    heat = torch.zeros(2, 1, 3, 3)
+    heat[0, 0, 0, 0] = 0.9  # hot, but outside the mask
+    heat[1, 0, 1, 1] = 0.4
+    mask = torch.zeros(2, 1, 3, 3, dtype=torch.bool)
+    mask[1] = True
+    assert float(MaxPool()(heat, mask)) == pytest.approx(0.4)
+    inside = heat[1:].reshape(-1)
+    expected = float((inside * torch.softmax(8.0 * inside, 0)).sum())
+    assert float(SmoothMaxPool(8.0)(heat, mask)) == pytest.approx(expected, rel=1e-6)
+    # an empty mask pools everything rather than nothing
+    assert float(MaxPool()(heat, torch.zeros_like(mask))) == pytest.approx(0.9)
+
+
+def test_model_heatmap_is_zero_outside_the_search_region():
+    torch.manual_seed(0)
+    model = InsightModel(ModelConfig(**SMALL, context_depth=1), 3).eval()
+    region = torch.zeros(4, 32, 32, dtype=torch.bool)
+    region[:, 8:16, 8:16] = True  # input pixels 8..15 -> feature cells 2..3 at stride 4
+    with torch.no_grad():
+        out = model(torch.rand(4, 3, 32, 32), region=region)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:4, 2:4] = False
+    assert float(out.heatmap[:, 0][:, outside].abs().max()) == 0.0
+    assert float(out.heatmap[:, 0, 2:4, 2:4].min()) > 0.0
+    assert float(out.probability) <= float(out.heatmap.max()) + 1e-6
+    with pytest.raises(ValueError, match="region"):
+        model(torch.rand(4, 3, 32, 32), region=region[:, :20])
+
+
+def test_hard_negative_term_pushes_down_the_hottest_locations_of_negative_scans_only():
+    heat = torch.full((1, 1, 10, 10), 0.1)
+    heat[0, 0, 0, :8] = 0.5  # the 8 hottest locations (the term's minimum top-k)
+    loss = InsightLoss(0.0, negative_weight=1.0, negative_topk_fraction=0.01)
+    term = loss.hard_negative_term(heat, torch.tensor([0.0]))
+    assert float(term) == pytest.approx(-math.log(0.5), rel=1e-5)
+    assert float(loss.hard_negative_term(heat, torch.tensor([1.0]))) == 0.0
+    p = torch.tensor([0.5])
+    total = loss(p, torch.tensor([0.0]), torch.zeros(1, 1, 10, 10), heat)
+    assert float(total) == pytest.approx(-math.log(0.5) * 2, rel=1e-4)
+    with pytest.raises(ValueError, match="heatmap"):
+        loss(p, torch.tensor([0.0]), torch.zeros(1, 1, 10, 10))
+
+
+def test_loss_keeps_a_gradient_when_the_pool_saturates():
+    p = torch.tensor([0.0], requires_grad=True)
+    InsightLoss(0.0)(p, torch.tensor([1.0]), torch.zeros(1, 1, 1, 1)).backward()
+    assert p.grad is not None and float(p.grad) < -1.0  # a clamp would give exactly 0 here

@@ -85,3 +85,46 @@ def test_heatmap_outside_the_body_crop_is_zero_on_the_input_grid():
     ones.CopyInformation(grid)
     back = sitk.GetArrayViewFromImage(to_reference_grid(ones, image))
     assert back[:, 30, 30] .min() == pytest.approx(1.0) and back[:, 2, 2].max() == 0.0
+
+
+def _phantom_grid_and_clot(name: str, config: PreprocessConfig):
+    from pathlib import Path
+    from insight.io.image_io import read_image
+    studies = Path(__file__).resolve().parents[1] / "sample-data" / "studies"
+    prepared = prepare_volume(read_image(studies / f"{name}.nii.gz"), config)
+    clot = sitk.ReadImage(str(studies / "truth" / f"{name}_clot.nii.gz"))
+    clot = sitk.Resample(clot, prepared.grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return prepared, sitk.GetArrayFromImage(clot).astype(bool)
+
+
+@pytest.mark.parametrize("name", ["phantom_s7_0004", "phantom_s7_0005"])
+def test_chest_search_region_holds_every_clot_and_leaves_out_the_chest_wall(name):
+    prepared, clot = _phantom_grid_and_clot(name, PreprocessConfig())
+    region = prepared.region
+    assert region.shape == prepared.windowed.shape and region.dtype == bool
+    assert clot.any() and region[clot].all()
+    # inside the body, and without most of the chest wall, back and spine of the middle slice
+    from insight.preprocessing.search_region import body_mask
+    hu = sitk.GetArrayFromImage(prepared.grid)
+    body = body_mask(hu)
+    assert not (region & ~body).any()
+    z = region.shape[0] // 2
+    assert 0.3 < region[z].sum() / body[z].sum() < 0.8
+    assert 0.1 < region.mean() < 0.7
+
+
+def test_vessel_search_region_is_smaller_and_keeps_most_clot():
+    chest, clot = _phantom_grid_and_clot("phantom_s7_0004", PreprocessConfig())
+    vessels, _ = _phantom_grid_and_clot("phantom_s7_0004", PreprocessConfig(search_region="vessels"))
+    assert vessels.region.sum() < 0.7 * chest.region.sum()
+    assert vessels.region[clot].mean() > 0.9
+
+
+def test_search_region_falls_back_to_the_body_without_lungs_and_none_means_everywhere():
+    image = make_volume(size_xyz=(40, 40, 10), spacing=(2.5, 2.5, 3.0))  # a soft-tissue block, no air inside
+    prepared = prepare_volume(image, PreprocessConfig())
+    assert prepared.region.any()
+    everywhere = prepare_volume(image, PreprocessConfig(search_region="none"))
+    assert everywhere.region.all()
+    with pytest.raises(ValueError, match="search_region"):
+        PreprocessConfig(search_region="lungs")

@@ -57,6 +57,8 @@ class PreprocessConfig:
     background_hu: float = -1024.0
     body_crop_hu: float | None = -500.0
     body_crop_margin_mm: float = 10.0
+    search_region: str = "chest"
+    search_margin_mm: float = 5.0
 
     def __post_init__(self) -> None:
         _require(len(self.target_spacing_xyz) == 3 and all(s > 0 for s in self.target_spacing_xyz),
@@ -64,6 +66,9 @@ class PreprocessConfig:
         _require(len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
                  f"hu_window must be (low, high) with low < high, got {self.hu_window}")
         _require(self.body_crop_margin_mm >= 0, f"body_crop_margin_mm must be >= 0, got {self.body_crop_margin_mm}")
+        _require(self.search_region in ("vessels", "chest", "body", "none"),
+                 f"search_region must be 'vessels', 'chest', 'body' or 'none', got {self.search_region!r}")
+        _require(self.search_margin_mm >= 0, f"search_margin_mm must be >= 0, got {self.search_margin_mm}")
         _require(self.slice_context >= 0, f"slice_context must be >= 0, got {self.slice_context}")
         _require(len(self.orientation) == 3, f"orientation must be a 3-letter code like 'LPS', got {self.orientation!r}")
 
@@ -141,6 +146,12 @@ class TrainConfig:
             2.5D neighbours still included as channels: halves the cost at stride 2. Needs a
             per-slice context module (``context_depth == 1``), which then sees at inference exactly
             what it saw in training.
+        negative_weight: weight of the hard-negative instance term of the loss (every location of a
+            scan labelled "no PE" is a known negative; 0 = the paper's loss alone). See
+            :mod:`insight.models.losses`.
+        negative_topk_fraction: fraction of a negative scan's heatmap locations (the hottest) that
+            the hard-negative term pushes down per step.
+        scans_per_step: scans (MIL bags) whose losses are averaged per optimizer step.
     """
 
     epochs: int = 20
@@ -152,8 +163,15 @@ class TrainConfig:
     augment: bool = True
     num_threads: int = 0
     slice_stride: int = 1
+    negative_weight: float = 0.0
+    negative_topk_fraction: float = 0.01
+    scans_per_step: int = 1
 
     def __post_init__(self) -> None:
+        _require(self.negative_weight >= 0, f"negative_weight must be >= 0, got {self.negative_weight}")
+        _require(0.0 < self.negative_topk_fraction <= 1.0,
+                 f"negative_topk_fraction must be in (0, 1], got {self.negative_topk_fraction}")
+        _require(self.scans_per_step >= 1, f"scans_per_step must be >= 1, got {self.scans_per_step}")
         _require(self.slice_stride >= 1, f"slice_stride must be >= 1, got {self.slice_stride}")
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")

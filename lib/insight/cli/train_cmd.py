@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from insight.config import InsightConfig, ModelConfig, TrainConfig, ENCODER_NAMES
-from insight.devices import resolve_device
 from insight.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--slice-stride", type=int, default=TrainConfig.slice_stride,
                         help="train on every k-th slice (random offset per step); needs --context-depth 1")
+    parser.add_argument("--negative-weight", type=float, default=TrainConfig.negative_weight,
+                        help="weight of the hard-negative instance term (every location of a 'no PE' scan is a "
+                             "known negative); 0 = the paper's loss alone")
+    parser.add_argument("--negative-topk", type=float, default=TrainConfig.negative_topk_fraction,
+                        help="fraction of a negative scan's hottest locations the term pushes down")
+    parser.add_argument("--scans-per-step", type=int, default=TrainConfig.scans_per_step,
+                        help="scans whose losses are averaged per optimizer step")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
@@ -50,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from insight.training import InsightTrainer, prepare_cases, read_label_table  # heavy imports
+    from insight.devices import resolve_device  # heavy imports (torch) only when the command runs
+    from insight.training import InsightTrainer, prepare_cases, read_label_table
 
     try:
         model_config = ModelConfig(
@@ -61,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             smoothmax_alpha=args.smoothmax_alpha)
         train_config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
                                    augment=not args.no_augment, num_threads=args.threads,
-                                   slice_stride=args.slice_stride)
+                                   slice_stride=args.slice_stride, negative_weight=args.negative_weight,
+                                   negative_topk_fraction=args.negative_topk, scans_per_step=args.scans_per_step)
     except ValueError as err:
         raise InputError(str(err)) from err
     config = InsightConfig(model=model_config)

@@ -66,13 +66,27 @@ class InsightModel(nn.Module):
     def stride(self) -> int:
         return self.encoder.stride
 
+    def region_cells(self, region: torch.Tensor, cells_hw: tuple[int, int]) -> torch.Tensor:
+        """[N, H, W] bool input-resolution region -> [N, 1, h, w] bool: cells holding any of it."""
+        if region.ndim != 3:
+            raise ValueError(f"expected region [N, H, W], got shape {tuple(region.shape)}")
+        cells = torch.nn.functional.max_pool2d(region[:, None].float(), self.stride, ceil_mode=True)
+        if tuple(cells.shape[-2:]) != tuple(cells_hw):
+            raise ValueError(f"region gives {tuple(cells.shape[-2:])} cells, heatmap has {tuple(cells_hw)}")
+        return cells > 0
+
     @property
     def supports_precompute(self) -> bool:
         """True when the encoder has a parameter-free first part that training may cache per scan."""
         return hasattr(self.encoder, "precompute")
 
-    def forward(self, slices: torch.Tensor, precomputed: bool = False) -> InsightOutput:
-        """``slices`` [N, C, H, W]; with ``precomputed``, the encoder's ``precompute`` output instead."""
+    def forward(self, slices: torch.Tensor, precomputed: bool = False,
+                region: torch.Tensor | None = None) -> InsightOutput:
+        """``slices`` [N, C, H, W]; with ``precomputed``, the encoder's ``precompute`` output instead.
+
+        ``region`` [N, H, W] bool (input resolution): where heatmap mass may lie. Feature locations
+        whose cell holds none of it get heatmap 0 and are left out of the pooling.
+        """
         if slices.ndim != 4:
             raise ValueError(f"expected slices [N, C, H, W], got shape {tuple(slices.shape)}")
         if precomputed and not self.supports_precompute:
@@ -85,6 +99,9 @@ class InsightModel(nn.Module):
         if self.context is not None:
             context_logits = self.context(features)
             heatmap = heatmap * (1.0 - torch.sigmoid(context_logits.float()))
-        pooled_input = zero_below_otsu(heatmap) if (self.config.otsu_in_training or not self.training) else heatmap
-        probability = self.pool(pooled_input)
+        mask = self.region_cells(region, heatmap.shape[-2:]) if region is not None else None
+        if mask is not None:
+            heatmap = heatmap * mask
+        pooled_input = zero_below_otsu(heatmap, mask) if (self.config.otsu_in_training or not self.training) else heatmap
+        probability = self.pool(pooled_input, mask)
         return InsightOutput(probability, heatmap, detection_logits, context_logits)

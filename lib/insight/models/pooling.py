@@ -26,17 +26,37 @@ class SmoothMaxPool(nn.Module):
             raise ValueError(f"alpha must be > 0, got {alpha}")
         self.alpha = float(alpha)
 
-    def forward(self, heatmap: torch.Tensor) -> torch.Tensor:
+    def forward(self, heatmap: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` [N, 1, h, w] bool: only these locations are pooled (all when None or empty)."""
         flat = heatmap.transpose(0, 1).reshape(heatmap.shape[1], -1).float()
-        weights = torch.softmax(self.alpha * flat, dim=1)  # exp(a x) / sum exp(a x), overflow-safe
+        logits = self.alpha * flat
+        keep = _flat_mask(mask, flat)
+        if keep is not None:
+            logits = logits.masked_fill(~keep, float("-inf"))
+        weights = torch.softmax(logits, dim=1)  # exp(a x) / sum exp(a x) over kept locations, overflow-safe
         return (flat * weights).sum(dim=1)
 
 
 class MaxPool(nn.Module):
     """Plain max over all locations per class: [N, K, h, w] -> [K]."""
 
-    def forward(self, heatmap: torch.Tensor) -> torch.Tensor:
-        return heatmap.transpose(0, 1).reshape(heatmap.shape[1], -1).amax(dim=1).float()
+    def forward(self, heatmap: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` [N, 1, h, w] bool: only these locations are pooled (all when None or empty)."""
+        flat = heatmap.transpose(0, 1).reshape(heatmap.shape[1], -1).float()
+        keep = _flat_mask(mask, flat)
+        if keep is not None:
+            flat = flat.masked_fill(~keep, float("-inf"))
+        return flat.amax(dim=1)
+
+
+def _flat_mask(mask: torch.Tensor | None, flat: torch.Tensor) -> torch.Tensor | None:
+    """A [N, 1, h, w] location mask as [1, N*h*w] matching ``flat`` [K, N*h*w]; None if absent or empty."""
+    if mask is None:
+        return None
+    keep = mask.reshape(1, -1).to(torch.bool)
+    if keep.shape[1] != flat.shape[1]:
+        raise ValueError(f"mask has {keep.shape[1]} locations, heatmap {flat.shape[1]}")
+    return keep if bool(keep.any()) else None
 
 
 def build_pooling(name: str, alpha: float) -> nn.Module:
@@ -70,8 +90,17 @@ def otsu_threshold(values: torch.Tensor, bins: int = 256) -> torch.Tensor:
     return torch.tensor((best + 1) / bins, device=flat.device)
 
 
-def zero_below_otsu(heatmap: torch.Tensor) -> torch.Tensor:
-    """Zero each class's values below its Otsu threshold over all locations. [N, K, h, w] -> same."""
-    thresholds = torch.stack([otsu_threshold(heatmap[:, k]) for k in range(heatmap.shape[1])])
+def zero_below_otsu(heatmap: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Zero each class's values below its Otsu threshold. [N, K, h, w] -> same.
+
+    The threshold is computed over the locations in ``mask`` ([N, 1, h, w] bool) when given and
+    not empty, else over all locations.
+    """
+    def values(k: int) -> torch.Tensor:
+        if mask is not None and bool(mask.any()):
+            return heatmap[:, k][mask[:, 0]]
+        return heatmap[:, k]
+
+    thresholds = torch.stack([otsu_threshold(values(k)) for k in range(heatmap.shape[1])])
     keep = heatmap >= thresholds.view(1, -1, 1, 1).to(heatmap.dtype)
     return heatmap * keep

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import torch
-from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandScaleIntensity, RandShiftIntensity
+from monai.transforms import Compose, RandGaussianNoise, RandScaleIntensity, RandShiftIntensity
 
 __all__ = ["VolumeAugmenter"]
 
 
 class VolumeAugmenter:
-    """Random left-right flip, small intensity scale/shift and noise on [Z, Y, X] volumes in [0, 1].
+    """Small random intensity scale/shift and noise on [Z, Y, X] volumes in [0, 1].
 
     The scan-level label is unchanged by all of them. ``reseed(n)`` makes the sequence reproducible.
+    The left-right flip is done by the trainer, which must flip the search region with the volume.
     """
 
     def __init__(self) -> None:
         self.transforms = Compose([
-            RandFlip(prob=0.5, spatial_axis=2),  # x axis of [C, Z, Y, X]: patient left-right
             RandScaleIntensity(factors=0.05, prob=0.5),
             RandShiftIntensity(offsets=0.02, prob=0.5),
             RandGaussianNoise(prob=0.3, std=0.01),

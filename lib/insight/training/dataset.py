@@ -39,11 +39,13 @@ class LabeledCase:
 
 @dataclass
 class PreparedCase:
-    """A scan on the model grid: ``volume`` is [Z, Y, X] float16 in [0, 1]."""
+    """A scan on the model grid: ``volume`` [Z, Y, X] float16 in [0, 1], ``region`` [Z, Y, X] bool
+    (where heatmap mass may lie; None = everywhere)."""
 
     name: str
     volume: torch.Tensor
     label: int
+    region: torch.Tensor | None = None
 
 
 def read_label_table(folder: str | os.PathLike, labels_file: str | os.PathLike | None = None) -> list[LabeledCase]:
@@ -100,5 +102,6 @@ def prepare_cases(cases: list[LabeledCase], config: PreprocessConfig, progress: 
     for case in tqdm(cases, desc=description, disable=not progress, unit="scan"):
         model_input = prepare_volume(read_image(case.image_path), config)
         volume = torch.from_numpy(np.ascontiguousarray(model_input.windowed)).to(torch.float16)
-        prepared.append(PreparedCase(case.name, volume, case.label))
+        region = torch.from_numpy(np.ascontiguousarray(model_input.region))
+        prepared.append(PreparedCase(case.name, volume, case.label, region))
     return prepared

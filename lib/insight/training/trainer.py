@@ -78,7 +78,8 @@ class InsightTrainer:
             torch.set_num_threads(train_config.num_threads)
         seed_everything(train_config.seed)
         self.model = InsightModel(config.model, config.preprocess.in_channels).to(self.device)
-        self.loss_fn = InsightLoss(train_config.spectral_lambda)
+        self.loss_fn = InsightLoss(train_config.spectral_lambda, train_config.negative_weight,
+                                   train_config.negative_topk_fraction)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train_config.learning_rate,
                                            weight_decay=train_config.weight_decay)
         self.augmenter = VolumeAugmenter() if train_config.augment else None
@@ -150,22 +151,27 @@ class InsightTrainer:
         losses = []
         bar = tqdm(order, desc=f"epoch {epoch + 1}/{self.train_config.epochs}", disable=not progress, unit="scan",
                    leave=False)
-        for index in bar:
+        per_step = self.train_config.scans_per_step
+        self.optimizer.zero_grad(set_to_none=True)
+        for position, index in enumerate(bar):
             case = cases[index]
-            slices = self._training_input(index, case, generator)
+            slices, region = self._training_input(index, case, generator)
             stride = self.train_config.slice_stride
             if stride > 1:
                 offset = int(torch.randint(stride, (1,), generator=generator))
                 slices = slices[offset::stride]
+                region = region[offset::stride] if region is not None else None
             slices = slices.to(self.device, non_blocking=True)
+            region = region.to(self.device, non_blocking=True) if region is not None else None
             target = torch.full((self.config.model.num_classes,), float(case.label), device=self.device)
             with autocast_for(self.device, self.train_config.amp):
-                output = self.model(slices, precomputed=self._precomputed is not None)
-            loss = self.loss_fn(output.probability, target, output.detection_logits)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=5.0)
-            self.optimizer.step()
+                output = self.model(slices, precomputed=self._precomputed is not None, region=region)
+            loss = self.loss_fn(output.probability, target, output.detection_logits, output.heatmap)
+            (loss / per_step).backward()
+            if (position + 1) % per_step == 0 or position + 1 == len(order):
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=5.0)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             if not progress and len(losses) % _LOG_EVERY == 0:
@@ -173,20 +179,23 @@ class InsightTrainer:
                             np.mean(losses[-_LOG_EVERY:]))
         return float(np.mean(losses))
 
-    def _training_input(self, index: int, case: PreparedCase, generator: torch.Generator) -> torch.Tensor:
-        """One scan's input: slice stacks [N, C, H, W], or cached encoder inputs [N, C', h, w].
+    def _training_input(self, index: int, case: PreparedCase,
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One scan's input and search region [N, H, W] (or None).
 
-        Cached inputs get the left-right flip only (intensity augmentation would change them).
+        The input is slice stacks [N, C, H, W], or cached encoder inputs [N, C', h, w]. With
+        augmentation, input and region are flipped left-right together half the time; cached inputs
+        get only that flip (intensity augmentation would change them).
         """
+        flip = self.augmenter is not None and bool(torch.rand(1, generator=generator) < 0.5)
+        region = case.region.flip(-1) if (flip and case.region is not None) else case.region
         if self._precomputed is not None:
             cached = self._precomputed[index].float()
-            if self.augmenter is not None and bool(torch.rand(1, generator=generator) < 0.5):
-                cached = cached.flip(-1)
-            return cached
+            return (cached.flip(-1) if flip else cached), region
         volume = case.volume.float()
         if self.augmenter is not None:
-            volume = self.augmenter(volume)
-        return slice_stack(volume, self.config.preprocess.slice_context)
+            volume = self.augmenter(volume.flip(-1) if flip else volume)
+        return slice_stack(volume, self.config.preprocess.slice_context), region
 
     @torch.no_grad()
     def _precompute(self, cases: list[PreparedCase]) -> list[torch.Tensor]:
@@ -213,8 +222,10 @@ class InsightTrainer:
                 inputs, precomputed = cache[i].float().to(self.device), True
             else:
                 inputs, precomputed = slice_stack(case.volume.float(), self.config.preprocess.slice_context).to(self.device), False
+            region = case.region.to(self.device) if case.region is not None else None
             with autocast_for(self.device, self.train_config.amp):
-                probabilities.append(float(self.model(inputs, precomputed=precomputed).probability[0]))
+                output = self.model(inputs, precomputed=precomputed, region=region)
+            probabilities.append(float(output.probability[0]))
         return np.asarray(probabilities)
 
     def validate(self, cases: list[PreparedCase], cache: list[torch.Tensor] | None = None) -> dict[str, float]:
