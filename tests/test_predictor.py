@@ -45,7 +45,10 @@ def test_predict_file_writes_heatmap_and_json(predictor, tmp_path):
     payload = json.loads(json_path.read_text())
     assert payload["model_version"] == "test-tiny"
     assert payload["pe_probability"] == pytest.approx(result.pe_probability, abs=1e-6)
-    assert payload["qa"] == {"flags": []}
+    assert payload["qa"]["verdict"] in ("pass", "warn", "fail")
+    assert all({"code", "message"} <= set(flag) for flag in payload["qa"]["flags"])
+    # the toy volume has no lungs and no contrast: QA must say it is not a CTPA, and it is still scored
+    assert "not_ctpa" in {flag["code"] for flag in payload["qa"]["flags"]}
     assert isinstance(payload["findings"], list)
     assert {"read", "preprocess", "model", "postprocess", "write"} <= set(payload["timings_s"])
     written = sitk.ReadImage(str(heat_path))

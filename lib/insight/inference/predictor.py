@@ -23,6 +23,7 @@ from insight.io.image_io import case_name, read_image, write_image
 from insight.models.checkpoint import load_checkpoint
 from insight.models.insight_model import InsightModel
 from insight.preprocessing import prepare_volume, slice_stack, to_reference_grid
+from insight.qa import QAReport, SeriesMetadata, read_series_metadata, screen_heatmap, screen_study
 
 __all__ = ["PredictionResult", "InsightPredictor", "heatmap_to_grid"]
 
@@ -40,8 +41,10 @@ class PredictionResult:
         findings: connected regions of the heatmap above the finding threshold, highest peak first.
         model_version: the checkpoint's version string.
         finding_threshold: heatmap value the findings were cut at.
-        timings_s: seconds per stage (read, preprocess, model, postprocess; write once written).
-        qa: quality-assurance verdict: ``{"flags": [{"code", "message"}, ...]}``.
+        timings_s: seconds per stage (read, qa, preprocess, model, postprocess; write once written).
+        qa: quality-assurance result (:meth:`insight.qa.QAReport.to_json`): ``{"verdict": "pass" | "warn" |
+            "fail", "summary": str, "flags": [{"code", "message", "severity", "check", ...}, ...],
+            "measurements": {...}}``. A study failing QA is still scored; the verdict travels with it.
         source: the input path, when read from disk.
     """
 
@@ -52,7 +55,7 @@ class PredictionResult:
     model_version: str
     finding_threshold: float
     timings_s: dict[str, float] = field(default_factory=dict)
-    qa: dict[str, Any] = field(default_factory=lambda: {"flags": []})
+    qa: dict[str, Any] = field(default_factory=lambda: QAReport().to_json())
     source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -105,38 +108,65 @@ def heatmap_to_grid(heatmap: torch.Tensor, stride: int, grid: sitk.Image) -> sit
 class InsightPredictor:
     """An INSIGHT model loaded once, predicting one volume at a time.
 
+    Every prediction runs QA (:mod:`insight.qa`) first: acquisition and not-a-CTPA checks before the
+    model, heatmap plausibility after it. QA never stops a prediction: the findings always come back,
+    with the verdict in ``PredictionResult.qa`` and a logged warning when it is not "pass".
+
     Thread safety: ``predict_image`` holds no per-call state on the instance apart from the model,
     which runs under ``torch.inference_mode``; callers that share one predictor across threads
     should serialize calls (the MONAI Label app does).
+
+    Args:
+        run_qa: False skips QA for internal bulk uses that only need heatmaps (``qa`` then says
+            ``"verdict": "not_run"``); user-facing predictions keep the default.
     """
 
     def __init__(self, model: InsightModel, config: InsightConfig, model_version: str,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", run_qa: bool = True) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.model_version = model_version
+        self.run_qa = run_qa
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | None = "auto") -> "InsightPredictor":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | None = "auto",
+                        run_qa: bool = True) -> "InsightPredictor":
         dev = resolve_device(device)
         loaded = load_checkpoint(path, dev)
         logger.info("loaded model %s from %s on %s", loaded.model_version, path, dev)
-        return cls(loaded.model, loaded.config, loaded.model_version, dev)
+        return cls(loaded.model, loaded.config, loaded.model_version, dev, run_qa=run_qa)
 
     def predict_file(self, path: str | os.PathLike) -> PredictionResult:
-        """Read a NIfTI/NRRD file or DICOM series folder and predict it."""
+        """Read a NIfTI/NRRD file or DICOM series folder and predict it (DICOM headers feed QA)."""
         start = time.perf_counter()
         image = read_image(path)
         read_s = time.perf_counter() - start
-        result = self.predict_image(image, name=case_name(path))
+        start = time.perf_counter()
+        metadata = read_series_metadata(path) if self.run_qa and Path(path).is_dir() else None
+        header_s = time.perf_counter() - start
+        result = self.predict_image(image, name=case_name(path), metadata=metadata)
+        if "qa" in result.timings_s:
+            result.timings_s["qa"] += header_s
         result.timings_s = {"read": read_s, **result.timings_s}
         result.source = str(path)
         return result
 
-    def predict_image(self, image: sitk.Image, name: str = "volume") -> PredictionResult:
-        """Predict one volume (HU). The heatmap comes back on ``image``'s exact voxel grid."""
+    def predict_image(self, image: sitk.Image, name: str = "volume",
+                      metadata: SeriesMetadata | None = None) -> PredictionResult:
+        """Predict one volume (HU). The heatmap comes back on ``image``'s exact voxel grid.
+
+        Args:
+            image: the CT volume in HU.
+            name: the case name used in the result and in log messages.
+            metadata: DICOM header facts of the series (slice positions, modality...), when known.
+        """
         timings: dict[str, float] = {}
+        start = time.perf_counter()
+        screening = screen_study(image, metadata) if self.run_qa else None
+        if screening is not None:
+            timings["qa"] = time.perf_counter() - start
+
         start = time.perf_counter()
         prepared = prepare_volume(image, self.config.preprocess)
         slices = slice_stack(torch.from_numpy(prepared.windowed), self.config.preprocess.slice_context)
@@ -144,7 +174,8 @@ class InsightPredictor:
 
         start = time.perf_counter()
         with torch.inference_mode(), autocast_for(self.device):
-            output = self.model(slices.to(self.device, non_blocking=True))
+            region = torch.from_numpy(prepared.region).to(self.device, non_blocking=True)
+            output = self.model(slices.to(self.device, non_blocking=True), region=region)
         probability = float(output.probability[0])
         heatmap_features = output.heatmap[:, 0].float()
         if self.device.type == "cuda":
@@ -158,6 +189,16 @@ class InsightPredictor:
         findings = extract_findings(heatmap, inference.finding_threshold, inference.min_finding_volume_mm3,
                                     inference.max_findings)
         timings["postprocess"] = time.perf_counter() - start
+
+        qa = {"verdict": "not_run", "summary": "QA was not run for this prediction", "flags": [], "measurements": {}}
+        if screening is not None:
+            start = time.perf_counter()
+            report = screening.report.merged(screen_heatmap(screening, heatmap, findings))
+            timings["qa"] += time.perf_counter() - start
+            if report.verdict != "pass":
+                logger.warning("%s: %s. %s", name, report.summary(),
+                               " ".join(f.message + "." for f in report.flags if f.severity != "info"))
+            qa = report.to_json()
         return PredictionResult(name=name, pe_probability=probability, heatmap=heatmap, findings=findings,
                                 model_version=self.model_version, finding_threshold=inference.finding_threshold,
-                                timings_s=timings)
+                                timings_s=timings, qa=qa)
