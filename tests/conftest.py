@@ -48,7 +48,7 @@ SAMPLE_STUDIES_DIR = REPO / "sample-data" / "studies"
 #: Seconds a server gets to answer /info after start (imports, datastore scan, model load).
 SERVER_START_TIMEOUT_S = 120.0
 #: Runtime files MONAI Label keeps in a studies folder; not copied into a test server's studies.
-STUDIES_RUNTIME_FILES = (".lock", "datastore_v2.json", "labels", ".monailabel")
+STUDIES_RUNTIME_FILES = (".lock", "datastore_v2.json", "labels", ".monailabel", ".insight")
 
 
 @dataclass

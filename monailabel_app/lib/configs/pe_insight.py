@@ -6,6 +6,13 @@ Conf options (``monailabel start_server ... --conf KEY VALUE``):
   demo model ``<repo>/sample-data/models/pe_insight_demo.pt``. Relative paths are taken from the
   server's working directory.
 - ``device``: ``auto`` (default: CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+- ``train_epochs``, ``train_learning_rate``, ``train_val_fraction``, ``train_init``, ``train_seed``,
+  ``train_augment``, ``train_threads``: the ``pe_insight`` trainer's defaults
+  (:mod:`lib.trainers.pe_insight`).
+
+A model trained in this campaign (``<model_dir>/pe_insight.pt``, published by the trainer)
+supersedes ``model_path`` (MONAI Label's rule: trained weights over pretrained ones); /info says
+which one is served (``model_source``: ``trained`` or ``configured``). Delete that file to go back.
 
 A model that cannot be loaded does not stop the server: the error is logged, and the task stays
 listed in /info with ``status: "error"`` and the reason, which every /infer call answers too.
@@ -20,9 +27,10 @@ from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
 
-from insight.errors import InsightError
+from insight.errors import InputError, InsightError
 from insight.inference import InsightPredictor
 from lib.infers.pe_insight import PEInsightInfer
+from lib.trainers.pe_insight import PEInsightTrain, TrainSettings, published_checkpoint_path, train_settings_from_conf
 
 __all__ = ["PEInsightConfig", "resolve_model_path", "MODEL_PATH_ENV", "DEFAULT_MODEL_PATH"]
 
@@ -52,12 +60,34 @@ class PEInsightConfig(TaskConfig):
         self.device = "auto"
         self.predictor: InsightPredictor | None = None
         self.load_error: str | None = None
+        self.initial_path: Path | None = None
+        self.published_path: Path | None = None
 
     def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.path, origin = resolve_model_path(conf)
+        self.initial_path, origin = resolve_model_path(conf)
+        self.path = self.initial_path
+        self.published_path = published_checkpoint_path(model_dir)
         self.device = (conf or {}).get("device", "auto") or "auto"
         self.labels = {"pe": 1}
+        self.train_conf_error: str | None = None
+        try:
+            self.train_defaults = train_settings_from_conf(conf or {})
+        except InputError as err:  # the server still starts; /info shows the trainer's conf_error
+            self.train_conf_error = f"--conf train_*: {err}; using the defaults"
+            self.train_defaults = TrainSettings()
+            logger.error("%s: %s", name, self.train_conf_error)
+        if self.published_path.is_file():
+            try:
+                self.predictor = InsightPredictor.from_checkpoint(self.published_path, device=self.device)
+            except InsightError as err:
+                logger.error("%s: the model trained in this campaign (%s) cannot be loaded, serving %s instead: %s",
+                             name, self.published_path, self.initial_path, err)
+            else:
+                self.path = self.published_path
+                logger.info("%s: serving the model trained in this campaign, %s (%s), not %s (from %s)", name,
+                            self.predictor.model_version, self.published_path, self.initial_path, origin)
+                return
         logger.info("%s: loading model %s (from %s) on device %s, once for the server's lifetime", name,
                     self.path, origin, self.device)
         try:
@@ -70,7 +100,14 @@ class PEInsightConfig(TaskConfig):
         logger.info("%s: model %s ready on %s", name, self.predictor.model_version, self.predictor.device)
 
     def infer(self) -> dict[str, PEInsightInfer]:
-        return {self.name: PEInsightInfer(self.predictor, self.path, device=self.device, load_error=self.load_error)}
+        return {self.name: PEInsightInfer(self.predictor, self.path, device=self.device, load_error=self.load_error,
+                                          published_path=self.published_path, initial_model_path=self.initial_path)}
 
-    def trainer(self) -> None:
-        return None
+    def current_checkpoint(self) -> Path:
+        """The checkpoint served now: the campaign's trained one when there is one, else the configured one."""
+        assert self.published_path is not None and self.initial_path is not None, "init() first"
+        return self.published_path if self.published_path.is_file() else self.initial_path
+
+    def trainer(self) -> PEInsightTrain:
+        return PEInsightTrain(self.model_dir, self.current_checkpoint, self.train_defaults, device=self.device,
+                              conf_error=self.train_conf_error)

@@ -11,6 +11,12 @@ Request keys read (beside MONAI Label's own ``image``):
   for the case name and in error messages instead of the server's temporary file name.
 - ``result_write_to_file`` (MONAI Label's key): ``False`` skips writing the heatmap (``output=json``).
 
+Trained weights are picked up without a restart: when the campaign's published checkpoint
+(``<model_dir>/pe_insight.pt``, written atomically by the ``pe_insight`` trainer) changes, the next
+call (or the server's model watcher, every few seconds) loads it, and from then on every inference and
+score uses it when its model version differs from the one served. An inference already running
+finishes on the old weights.
+
 Returns ``(heatmap_path, params)``: ``heatmap_path`` is a new temporary ``<case>_heatmap_*.nii.gz``
 (float32 in [0, 1], exactly the input's voxel grid) that MONAI Label's response code deletes once
 sent; ``params`` is :meth:`insight.inference.PredictionResult.to_json` plus ``model``.
@@ -25,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
@@ -58,13 +64,18 @@ class PEInsightInfer(InferTask):
         device: the device name asked for (``auto``, ``cpu``, ``cuda``...).
         load_error: why the model is not loaded; required when ``predictor`` is None. The task stays
             listed in /info with ``status: "error"`` and this message, and every infer call answers it.
+        published_path: the checkpoint training publishes to; when it appears or changes, it is loaded
+            and served (see :meth:`refresh`). None: never reload.
+        initial_model_path: the configured checkpoint (``--conf model_path``, env or demo), for /info.
 
     Raises:
         ValueError: neither a predictor nor a load error is given.
     """
 
     def __init__(self, predictor: InsightPredictor | None, model_path: str | os.PathLike, device: str = "auto",
-                 load_error: str | None = None, description: str = DESCRIPTION) -> None:
+                 load_error: str | None = None, description: str = DESCRIPTION,
+                 published_path: str | os.PathLike | None = None,
+                 initial_model_path: str | os.PathLike | None = None) -> None:
         if predictor is None and not load_error:
             raise ValueError("PEInsightInfer needs a predictor, or a load_error saying why there is none")
         super().__init__(type=InferType.SEGMENTATION, labels=dict(PE_LABELS), dimension=3,
@@ -74,11 +85,65 @@ class PEInsightInfer(InferTask):
         self.device_requested = device
         self.load_error = None if predictor is not None else load_error
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self.published_path = Path(published_path) if published_path else None
+        self.initial_model_path = Path(initial_model_path) if initial_model_path else self.model_path
+        # the published file as it was when this task was built: only a change after that is loaded
+        self._published_state = _file_state(self.published_path)
 
     @property
     def ready(self) -> bool:
         """True when the model is loaded and infer calls can run."""
         return self.predictor is not None
+
+    @property
+    def model_version(self) -> str | None:
+        """The version of the model served now (None when none is loaded)."""
+        predictor = self.predictor
+        return predictor.model_version if predictor is not None else None
+
+    def refresh(self) -> bool:
+        """Load the published checkpoint if it changed since last seen; True when the served model changed.
+
+        Cheap when nothing changed (one ``stat``). A checkpoint that cannot be loaded is logged and
+        skipped (the current model stays). Never waits for a running inference: the swap is one
+        attribute assignment, and a running inference keeps the predictor it started with.
+        """
+        if self.published_path is None or _file_state(self.published_path) in (None, self._published_state):
+            return False
+        with self._reload_lock:
+            state = _file_state(self.published_path)
+            if state is None or state == self._published_state:
+                return False
+            self._published_state = state
+            try:
+                predictor = InsightPredictor.from_checkpoint(self.published_path, device=self.device_requested)
+            except InsightError as err:
+                logger.error("pe_insight: published checkpoint %s NOT loaded (still serving %s): %s",
+                             self.published_path, self.model_version, err)
+                return False
+            previous = self.model_version
+            if previous == predictor.model_version:
+                logger.info("pe_insight: %s changed but holds the served version %s", self.published_path, previous)
+                return False
+            self.predictor, self.model_path, self.load_error = predictor, self.published_path, None
+            logger.info("pe_insight: now serving model %s from %s (was %s), without a restart",
+                        predictor.model_version, self.published_path, previous)
+            return True
+
+    @contextlib.contextmanager
+    def exclusive_predictor(self) -> Iterator[InsightPredictor]:
+        """The served predictor, for the caller alone while the block runs (scoring uses it).
+
+        Raises:
+            ModelError: no model is loaded.
+        """
+        self.refresh()
+        with self._lock:
+            predictor = self.predictor
+            if predictor is None:
+                raise ModelError(f"model not loaded: {self.load_error}")
+            yield predictor
 
     def info(self) -> dict[str, Any]:
         """MONAI Label's model entry plus what clients show: model version, path, device, status.
@@ -87,8 +152,11 @@ class PEInsightInfer(InferTask):
         """
         info = super().info()
         info.update({
-            "model_version": self.predictor.model_version if self.predictor else None,
+            "model_version": self.model_version,
             "model_path": str(self.model_path),
+            "model_source": ("trained" if self.published_path and self.model_path == self.published_path
+                             else "configured"),
+            "initial_model_path": str(self.initial_model_path),
             "device": str(self.predictor.device) if self.predictor else self.device_requested,
             "status": "ready" if self.ready else "error",
             "error": self.load_error,
@@ -115,6 +183,7 @@ class PEInsightInfer(InferTask):
             ModelError: the model is not loaded (the message says why).
             InputError: no usable image (unreadable, not a 3D scalar volume, ...).
         """
+        self.refresh()
         if self.predictor is None:
             raise ModelError(f"model not loaded: {self.load_error}")
         image = request.get("image")
@@ -125,8 +194,9 @@ class PEInsightInfer(InferTask):
         queued = time.perf_counter()
         with self._lock:
             waited = time.perf_counter() - queued
+            predictor = self.predictor
             try:
-                result = self.predictor.predict_file(image)
+                result = predictor.predict_file(image)
             except InsightError as err:
                 raise _renamed(err, image, client_name) from err
         result.timings_s = {"queue": waited, **result.timings_s}
@@ -161,6 +231,17 @@ class PEInsightInfer(InferTask):
             raise
         result.timings_s["write"] = time.perf_counter() - start
         return name
+
+
+def _file_state(path: Path | None) -> tuple[int, int, int] | None:
+    """(mtime ns, inode, size) of ``path``, or None when it does not exist: a replaced file differs."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino, stat.st_size
 
 
 def _renamed(err: InsightError, server_path: str, client_name: str | None) -> InsightError:
