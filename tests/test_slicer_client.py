@@ -1,10 +1,13 @@
 """SlicerInsightLib (the Slicer-free half of the 3D Slicer extension) against a real server.
 
 The client, multipart parser, result models, geometry, colormap, findings and label helpers run in
-Slicer's Python; here they run in the project's venv against the real MONAI Label server of
-``tests/conftest.py`` (shipped demo model, a copy of the sample studies) on loopback. Only the two
-faults the real server cannot be made to produce (an answer that never comes, an answer that is
-not MONAI Label's) use tiny local socket servers.
+Slicer's Python; here they run in the project's venv against real MONAI Label servers started by
+``tests/conftest.py``'s factory on loopback: the shipped demo model on a copy of the sample studies
+(analysis, upload, labels with provenance and versions, weak labels, leases), and a campaign server
+on six small phantoms with active learning off (training followed to the new model version, the
+segmentation model before and after it has weights). Only the two faults the real server cannot be
+made to produce (an answer that never comes, an answer that is not MONAI Label's) use tiny local
+socket servers.
 
 Also checked: every file of the module and of SlicerInsightLib parses under Python 3.9 grammar,
 the Lib imports nothing but the standard library, requests and numpy (no torch, SimpleITK,
@@ -33,7 +36,7 @@ import requests
 import SimpleITK as sitk
 
 from insight.io import write_image
-from tests.conftest import REPO, MonaiLabelServer, parse_infer_multipart, read_image_bytes
+from tests.conftest import REPO, SERVER_START_TIMEOUT_S, MonaiLabelServer, parse_infer_multipart, read_image_bytes
 from tests.helpers import make_volume, oblique_direction
 
 MODULE_DIR = REPO / "SlicerInsight"
@@ -42,8 +45,10 @@ sys.path.insert(0, str(MODULE_DIR))
 from SlicerInsightLib import colormap, findings, geometry, labels, multipart, nifti  # noqa: E402
 from SlicerInsightLib.client import InsightClient, Timeouts, content_image_id, image_id_is_valid  # noqa: E402
 from SlicerInsightLib.errors import (AuthenticationError, InvalidInputError, MalformedAnswerError,  # noqa: E402
-                                     NotFoundError, NotOfferedError, RequestRejectedError, ServerFailureError,
-                                     ServerTimeoutError, ServerUnreachableError, SlicerInsightError)
+                                     NotFoundError, NotOfferedError, NotReadyError, RequestRejectedError,
+                                     ServerFailureError, ServerTimeoutError, ServerUnreachableError,
+                                     SlicerInsightError)
+from SlicerInsightLib.results import TrainStatus  # noqa: E402
 
 LIB_DIR = MODULE_DIR / "SlicerInsightLib"
 MODULE_FILE = MODULE_DIR / "SlicerInsight.py"
@@ -54,12 +59,18 @@ NO_PE_STUDY = "phantom_s7_0000"
 GEOMETRY_TOLERANCE_MM = 1e-3
 #: Stub servers answer (or not) within this; the client's read timeout in the timeout test.
 SHORT_TIMEOUT_S = 0.5
+#: Seconds a one-epoch training on six small phantoms may take (2 shared CPU cores).
+TRAIN_TIMEOUT_S = 180
 
 
 # ----------------------------------------------------------------------------- fixtures and helpers
 @pytest.fixture(scope="module")
-def server(monailabel_server: MonaiLabelServer) -> MonaiLabelServer:
-    return monailabel_server
+def server(monailabel_server_factory, sample_studies_dir: Path, demo_model_path: Path,
+           campaign_server_start) -> MonaiLabelServer:
+    """The shipped demo model serving a copy of the sample studies, as ``monailabel_server`` but
+    without automatic scoring (no strategy used here needs scores, and scoring all studies at start
+    would take the CPU from the tests). Asking for it also starts the campaign server in the background."""
+    return monailabel_server_factory(sample_studies_dir, demo_model_path, conf={"auto_scoring": "false"})
 
 
 @pytest.fixture(scope="module")
@@ -358,8 +369,9 @@ def test_upload_rejects_bad_input(client: InsightClient, tmp_path: Path) -> None
 
 
 # ----------------------------------------------------------------------------- labels
-def test_label_round_trip_with_provenance(client: InsightClient, tmp_path: Path) -> None:
-    """Save a label made from the heatmap with its provenance, read it back equal voxel by voxel."""
+def test_label_round_trip_with_provenance_and_versions(client: InsightClient, tmp_path: Path) -> None:
+    """Save a label edited from the heatmap with its provenance, read it back equal voxel by voxel;
+    save again: both versions are kept, listed with their provenance, and downloadable."""
     image = make_volume(direction=oblique_direction(25.0, flip_x=True), seed=11)
     image_id = unique_id("slicer_label")
     client.upload_image(write_image(image, tmp_path / "ct.nii.gz"), image_id)
@@ -374,12 +386,18 @@ def test_label_round_trip_with_provenance(client: InsightClient, tmp_path: Path)
     assert method == "edited"
     provenance = labels.LabelProvenance(annotator="Dr. Test", scan_label="PE", method=method, model=result.model,
                                         model_version=result.model_version, heatmap_threshold=threshold,
+                                        uncertainty="distal branch unsure", client_id="slicer-test-1",
                                         image_id=image_id)
     labels.check_submission(provenance.scan_label, mask)
     label_bytes = nifti.write_nifti(mask, heatmap_geometry.ijk_to_ras)
 
     receipt = client.save_label(image_id, label_bytes, provenance)
     assert receipt.image_id == image_id and receipt.label_id and receipt.tag == labels.DEFAULT_LABEL_TAG
+    assert receipt.version == 1
+    assert receipt.provenance["saved_by"] == "Dr. Test" and receipt.provenance["method"] == "edited"
+    assert receipt.provenance["model_version"] == result.model_version
+    assert receipt.provenance["uncertainty"] == "distal branch unsure"
+    assert receipt.provenance["client_id"] == "slicer-test-1"
 
     stored = client.download_label(receipt.label_id)
     read_back, header = nifti.read_nifti(stored)
@@ -397,33 +415,89 @@ def test_label_round_trip_with_provenance(client: InsightClient, tmp_path: Path)
     assert again.model_version == result.model_version and again.heatmap_threshold == pytest.approx(threshold)
     assert info["schema"] == labels.PROVENANCE_SCHEMA and info["image_id"] == image_id
 
-    # LocalDatastore keeps one label per (image, tag): a second save replaces the first
+    # a second save (the annotator cleared the mask: manual, uncertain) keeps the first as version 1
     empty = np.zeros_like(mask)
-    client.save_label(image_id, nifti.write_nifti(empty, heatmap_geometry.ijk_to_ras),
-                      labels.LabelProvenance(annotator="Dr. Test", scan_label="No PE", method="empty"))
+    second = client.save_label(image_id, nifti.write_nifti(empty, heatmap_geometry.ijk_to_ras),
+                               labels.LabelProvenance(annotator="Dr. Second", scan_label="Uncertain", method="manual"))
+    assert second.version == 2 and second.provenance["method"] == "manual"
     np.testing.assert_array_equal(nifti.read_nifti(client.download_label(image_id))[0], empty)
-    assert client.label_info(image_id)["scan_label"] == "no_pe"
+    assert client.label_info(image_id)["scan_label"] == "uncertain"
+
+    versions = client.label_versions(image_id)
+    assert [v.version for v in versions] == [1, 2]
+    assert [v.current for v in versions] == [False, True]
+    assert [v.saved_by for v in versions] == ["Dr. Test", "Dr. Second"]
+    assert [v.method for v in versions] == ["edited", "manual"]
+    assert versions[0].model_version == result.model_version and versions[1].model_version is None
+    assert versions[0].uncertainty == "distal branch unsure" and versions[0].client_id == "slicer-test-1"
+    assert all(v.saved_at for v in versions)
+    first_file = client.download_label_version(image_id, 1)
+    np.testing.assert_array_equal(nifti.read_nifti(first_file)[0], mask)
+    np.testing.assert_array_equal(nifti.read_nifti(client.download_label_version(image_id, 2))[0], empty)
+
+    with pytest.raises(NotFoundError, match="no version 3") as info_3:
+        client.download_label_version(image_id, 3)
+    assert_clear_message(info_3.value)
+    with pytest.raises(InvalidInputError, match="positive integer"):
+        client.download_label_version(image_id, 0)
+
+
+def test_label_versions_and_refusals_are_clear(client: InsightClient, tmp_path: Path) -> None:
+    image_id = unique_id("slicer_versions")
+    image = make_volume(seed=12)
+    client.upload_image(write_image(image, tmp_path / "ct.nii.gz"), image_id)
+    assert client.label_versions(image_id) == []
+    with pytest.raises(NotFoundError, match="not found") as info:
+        client.label_versions("no_such_image_here")
+    assert_clear_message(info.value)
+    # a label not on the image's grid: refused by the server with its reason (HTTP 422)
+    wrong_grid = nifti.write_nifti(np.zeros((3, 4, 5), np.uint8), np.eye(4))
+    with pytest.raises(RequestRejectedError) as info:
+        client.save_label(image_id, wrong_grid, labels.LabelProvenance(annotator="a", scan_label="uncertain",
+                                                                       method="manual"))
+    assert info.value.status == 422 and "grid" in assert_clear_message(info.value)
+    # a raw provenance record with a method the server does not know: refused with the reason
+    on_grid = nifti.write_nifti(np.zeros(image.GetSize()[::-1], np.uint8), itk_geometry(image).ijk_to_ras)
+    with pytest.raises(RequestRejectedError, match="method must be one of pseudo, edited, manual") as info:
+        client.save_label(image_id, on_grid, {"annotator": "a", "method": "heatmap"})
+    assert info.value.status == 422
+    assert client.label_versions(image_id) == []  # nothing was stored by the refused saves
 
 
 def test_label_provenance_rules() -> None:
     with pytest.raises(InvalidInputError, match="annotator"):
         labels.LabelProvenance(annotator="  ", scan_label="pe", method="manual")
+    with pytest.raises(InvalidInputError, match="at most 200"):
+        labels.LabelProvenance(annotator="a" * 201, scan_label="pe", method="manual")
     with pytest.raises(InvalidInputError, match="unknown scan label"):
         labels.LabelProvenance(annotator="a", scan_label="maybe", method="manual")
-    with pytest.raises(InvalidInputError, match="model version"):
-        labels.LabelProvenance(annotator="a", scan_label="pe", method="edited")
-    with pytest.raises(InvalidInputError, match="mask method"):
-        labels.LabelProvenance(annotator="a", scan_label="pe", method="guessed")
+    for method in ("edited", "pseudo"):
+        with pytest.raises(InvalidInputError, match="needs the version"):
+            labels.LabelProvenance(annotator="a", scan_label="pe", method=method)
+    for method in ("guessed", "heatmap", "empty"):
+        with pytest.raises(InvalidInputError, match="mask method"):
+            labels.LabelProvenance(annotator="a", scan_label="pe", method=method)
+    with pytest.raises(InvalidInputError, match="uncertainty note"):
+        labels.LabelProvenance(annotator="a", scan_label="pe", method="manual", uncertainty="x" * 2001)
     assert [labels.parse_scan_label(v) for v in ("PE", "No PE", "no_pe", "Uncertain", "no-pe")] == [
         "pe", "no_pe", "no_pe", "uncertain", "no_pe"]
-    record = labels.LabelProvenance(annotator="a", scan_label="uncertain", method="manual").to_params()
-    assert record["scan_label"] == "uncertain" and "model_version" not in record and record["created_utc"]
+    record = labels.LabelProvenance(annotator="a", scan_label="uncertain", method="manual", uncertainty="  ",
+                                    client_id=" ").to_params()
+    assert record["scan_label"] == "uncertain" and record["created_utc"]
+    assert "model_version" not in record and "uncertainty" not in record and "client_id" not in record
+
+    assert [labels.weak_label_value(v) for v in ("PE", "No PE", "uncertain")] == [1, 0, "uncertain"]
+    assert [labels.scan_label_from_weak(v) for v in (1, 0, "1", "0", "uncertain", None, True)] == [
+        "pe", "no_pe", "pe", "no_pe", "uncertain", None, "pe"]
+    with pytest.raises(InvalidInputError, match="weak label value"):
+        labels.scan_label_from_weak(2)
 
     mask = np.zeros((4, 5, 6), np.uint8)
-    assert labels.mask_method(mask, None) == "empty"
+    assert labels.mask_method(mask, None) == "manual"
     mask[1, 2, 3] = 1
     assert labels.mask_method(mask, None) == "manual"
-    assert labels.mask_method(mask, labels.mask_digest(mask.astype(bool))) == "heatmap"
+    assert labels.mask_method(mask, labels.mask_digest(mask.astype(bool))) == "pseudo"
+    assert labels.mask_method(np.zeros_like(mask), labels.mask_digest(mask)) == "edited"
     with pytest.raises(InvalidInputError, match="PE label needs a segmentation"):
         labels.check_submission("pe", np.zeros((2, 2, 2)))
     with pytest.raises(InvalidInputError, match="'No PE'"):
@@ -431,58 +505,302 @@ def test_label_provenance_rules() -> None:
     labels.check_submission("uncertain", None)
 
 
+# ----------------------------------------------------------------------------- weak (scan-level) labels
+def test_weak_label_round_trip(client: InsightClient, server: MonaiLabelServer, tmp_path: Path) -> None:
+    image_id = unique_id("slicer_weak")
+    client.upload_image(write_image(make_volume(seed=13), tmp_path / "ct.nii.gz"), image_id)
+    assert client.weak_label(image_id).scan_label is None
+
+    label = client.set_weak_label(image_id, "PE", annotator="Dr. Weak", note="central clot")
+    assert (label.image_id, label.scan_label, label.set_by, label.note, label.source) == (
+        image_id, "pe", "Dr. Weak", "central clot", "rest")
+    assert label.set_at
+    read = client.weak_label(image_id)
+    assert read == label
+    raw = requests.get(server.url(f"/insight/weak-labels/{image_id}"), timeout=10).json()
+    assert raw["pe"] == 1  # what pe_insight's trainer reads
+
+    for shown, stored, value in (("No PE", "no_pe", 0), ("Uncertain", "uncertain", "uncertain")):
+        assert client.set_weak_label(image_id, shown).scan_label == stored
+        assert client.weak_label(image_id).scan_label == stored
+        assert requests.get(server.url(f"/insight/weak-labels/{image_id}"), timeout=10).json()["pe"] == value
+    assert client.clear_weak_label(image_id) is True
+    assert client.weak_label(image_id).scan_label is None
+    assert client.clear_weak_label(image_id) is False
+
+    with pytest.raises(InvalidInputError, match="unknown scan label"):
+        client.set_weak_label(image_id, "probably")
+    with pytest.raises(NotFoundError, match="not found") as info:
+        client.set_weak_label("no_such_image_here", "PE")
+    assert_clear_message(info.value)
+
+
 def test_error_5xx_from_the_real_server(client: InsightClient) -> None:
     """MONAI Label answers a bare HTTP 500 ("Internal Server Error") when asked to update the info
-    of an image it does not have. (Saving a label for such an image fails the same way, but leaves
-    the uploaded temporary file behind in the server's TMPDIR, so it is not used here.)"""
+    of an image it does not have. (Saving a label for such an image is a clear 404 since the app
+    replaced that route: checked here too.)"""
     with pytest.raises(ServerFailureError) as info:
         client.update_image_info("image_that_does_not_exist", {"scan_label": "pe"})
     assert info.value.status == 500
     message = assert_clear_message(info.value)
     assert "HTTP 500" in message and "info update of image 'image_that_does_not_exist'" in message
     assert "Internal Server Error" in info.value.detail
+    with pytest.raises(NotFoundError, match="image 'image_that_does_not_exist' not found") as not_found:
+        client.save_label("image_that_does_not_exist", nifti.write_nifti(np.zeros((2, 3, 4), np.uint8), np.eye(4)),
+                          labels.LabelProvenance(annotator="a", scan_label="uncertain", method="manual"))
+    assert_clear_message(not_found.value)
 
 
 # ----------------------------------------------------------------------------- active learning
-def test_next_sample_with_offered_strategy(client: InsightClient) -> None:
-    offered = client.strategies()
-    assert offered, "the app offers MONAI Label's default 'random' strategy"
+SLICER_CLIENTS = ("slicer-a", "slicer-b")
+
+
+@pytest.fixture
+def leased_clients(client: InsightClient) -> Iterator[tuple[str, ...]]:
+    """Client ids for lease tests; their leases on the shared server are given back afterwards."""
+    yield SLICER_CLIENTS
+    for lease in client.leases():
+        if lease.client_id in SLICER_CLIENTS:
+            client.release_lease(lease.image_id, lease.client_id)
+
+
+def test_next_sample_two_clients_get_different_images_and_give_back(client: InsightClient,
+                                                                      leased_clients: tuple[str, ...]) -> None:
+    first_client, second_client = leased_clients
     images = set(client.list_images())
-    for strategy in [None, *offered]:
-        sample = client.next_sample(strategy)
-        assert sample is not None and sample.image_id in images
-        assert sample.strategy == (strategy or offered[0])
+    first = client.next_sample("random", client_id=first_client)
+    second = client.next_sample("random", client_id=second_client)
+    assert first is not None and second is not None
+    assert first.image_id in images and second.image_id in images
+    assert first.image_id != second.image_id, "an image handed to one annotator was handed to another"
+    for sample, holder in ((first, first_client), (second, second_client)):
+        assert sample.strategy == "random" and sample.lease is not None
+        assert sample.lease.image_id == sample.image_id and sample.lease.client_id == holder
+        assert sample.lease.seconds > 60 and sample.lease.strategy == "random"
+    held = {lease.image_id: lease.client_id for lease in client.leases()}
+    assert held[first.image_id] == first_client and held[second.image_id] == second_client
+
+    # another client's id cannot give the image back; its holder can
+    assert client.release_lease(first.image_id, client_id=second_client) is None
+    assert first.image_id in {lease.image_id for lease in client.leases()}
+    released = client.release_lease(first.image_id, client_id=first_client)
+    assert released is not None and released.image_id == first.image_id and released.client_id == first_client
+    assert first.image_id not in {lease.image_id for lease in client.leases()}
+    assert client.release_lease(first.image_id, client_id=first_client) is None
+
+    with pytest.raises(InvalidInputError, match="client id"):
+        client.next_sample("random", client_id="bad id with spaces")
+
+
+def test_next_sample_refusals_are_clear(client: InsightClient) -> None:
+    offered = client.strategies()
+    assert {"random", "uncertainty", "disagreement", "diversity"} <= set(offered)
     with pytest.raises(NotOfferedError, match="no active-learning strategy 'nonexistent'.*random") as info:
-        client.next_sample("nonexistent")
+        client.next_sample("nonexistent", client_id="slicer-refused")
     assert_clear_message(info.value)
+    # disagreement compares the heatmap with pe_segmentation, which this server has not trained: HTTP 409
+    with pytest.raises(NotReadyError) as info:
+        client.next_sample("disagreement", client_id="slicer-refused")
+    assert info.value.status == 409
+    message = assert_clear_message(info.value)
+    assert "pe_segmentation" in message and "HTTP 409" in message
+    assert "slicer-refused" not in {lease.client_id for lease in client.leases()}
 
 
-def test_next_sample_when_server_offers_no_strategy(monailabel_server_factory, sample_studies_dir: Path,
-                                                    demo_model_path: Path) -> None:
+# ----------------------------------------------------------------------------- the campaign server
+@pytest.fixture(scope="module")
+def campaign_server(campaign_server_start) -> MonaiLabelServer:
+    """A server of its own for training (it changes the served model) with active learning switched
+    off, serving six small phantoms (three with PE; their labels.csv is imported as weak labels); its
+    segmentation checkpoint (``campaign_server.workdir.parent / "seg"``) does not exist until a test
+    writes one. Started in the background when the module starts (see ``campaign_server_start``)."""
+    thread, outcome = campaign_server_start
+    thread.join(timeout=SERVER_START_TIMEOUT_S + 120)
+    if "error" in outcome:
+        raise outcome["error"]
+    assert "server" in outcome, "the campaign server did not start in time"
+    return outcome["server"]
+
+
+@pytest.fixture(scope="module")
+def campaign_seg_checkpoint(campaign_server_start) -> Path:
+    """Where the campaign server looks for the pe_segmentation checkpoint."""
+    return campaign_server_start[1]["seg_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def campaign_server_start(monailabel_server_factory, demo_model_path: Path,
+                          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[threading.Thread, dict]]:
+    """Generates the campaign phantoms and starts the campaign server in a thread, so both overlap
+    with the tests on the standard server (the whole file stays fast on two cores). The thread is
+    joined before the module ends, so the factory always stops the server."""
+    folder = tmp_path_factory.mktemp("slicer_campaign")
+    outcome: dict = {"seg_checkpoint": folder / "seg" / "pe_segmentation.pt"}
+
+    def start() -> None:
+        try:
+            from insight.phantom import PhantomConfig, write_dataset
+
+            write_dataset(folder / "studies", n=6, seed=7, config=PhantomConfig(shape_xyz=(64, 64, 32)),
+                          progress=False)
+            outcome["server"] = monailabel_server_factory(
+                folder / "studies", demo_model_path,
+                conf={"train_epochs": "1", "auto_scoring": "false", "model_watch_s": "0.5",
+                      "seg_model_path": str(outcome["seg_checkpoint"])},
+                env={"MONAI_LABEL_TASKS_STRATEGY": "false"})
+        except BaseException as err:  # pytest.fail raises a BaseException: re-raised in the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=start, name="campaign server start", daemon=True)
+    thread.start()
+    yield thread, outcome
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def campaign_client(campaign_server: MonaiLabelServer) -> InsightClient:
+    return InsightClient(campaign_server.base_url)
+
+
+def test_next_sample_when_server_offers_no_strategy(campaign_client: InsightClient) -> None:
     """A real server started with active learning switched off: the client says so clearly."""
-    server = monailabel_server_factory(sample_studies_dir, demo_model_path,
-                                       env={"MONAI_LABEL_TASKS_STRATEGY": "false"})
-    client = InsightClient(server.base_url)
-    assert client.strategies() == []
+    assert campaign_client.strategies() == []
     with pytest.raises(NotOfferedError, match="offers no active-learning strategy, so it cannot pick the next case") \
             as info:
-        client.next_sample()
+        campaign_client.next_sample(client_id="slicer-a")
     assert_clear_message(info.value)
 
 
-# ----------------------------------------------------------------------------- training
-def test_training_not_offered_is_reported(client: InsightClient, server: MonaiLabelServer) -> None:
-    assert client.info().trainers == {}, "this app has no trainer yet; update this test when it gets one"
-    status = client.train_status("pe_insight")
-    assert status.state == "not_offered" and not status.running
-    assert "offers no training for model 'pe_insight'" in status.message
-    with pytest.raises(NotOfferedError, match="offers no training for model 'pe_insight'") as info:
-        client.train_start("pe_insight")
+def test_segmentation_model_not_trained_then_label_volume(campaign_client: InsightClient, campaign_seg_checkpoint: Path,
+                                                          campaign_server: MonaiLabelServer) -> None:
+    """pe_segmentation without a checkpoint: a clear 'not trained' message (before and from the server);
+    once a checkpoint exists: a uint8 label volume on the image's own voxel grid."""
+    image_id = sorted(campaign_client.list_images())[0]
+    model = campaign_client.model("pe_segmentation")
+    assert not model.trained and model.status == "not_trained"
+    with pytest.raises(NotReadyError, match="pe_segmentation model is not trained yet") as info:
+        campaign_client.segment(image_id)
     assert_clear_message(info.value)
+    # the server itself refuses the same way (HTTP 422 with its reason), as a direct request shows
+    direct = requests.post(campaign_server.url("/infer/pe_segmentation"), params={"image": image_id}, timeout=60)
+    assert direct.status_code == 422 and "not trained" in direct.json()["detail"]
+
+    import torch
+
+    from insight.segmentation import SegmentationConfig, SegNetworkConfig, build_network, save_segmentation_checkpoint
+
+    torch.manual_seed(0)  # a small untrained UNet: its mask is arbitrary, its grid is what is checked
+    config = SegmentationConfig(network=SegNetworkConfig(channels=(4, 8), num_res_units=0), patch_size_zyx=(32, 64, 64))
+    save_segmentation_checkpoint(campaign_seg_checkpoint, build_network(config.network), config)
+    assert campaign_client.model("pe_segmentation").trained
+
+    result = campaign_client.segment(image_id)
+    assert result.image_id == image_id and result.model == "pe_segmentation" and result.model_version
+    mask, mask_geometry = result.label_volume()
+    ct = sitk.ReadImage(str(campaign_server.studies_dir / f"{image_id}.nii.gz"))
+    assert mask.dtype == np.uint8 and mask.shape == ct.GetSize()[::-1] and set(np.unique(mask)) <= {0, 1}
+    assert_maps_like_itk(mask_geometry.ijk_to_ras, ct)
+    np.testing.assert_array_equal(mask, sitk.GetArrayFromImage(read_image_bytes(result.label)) > 0)
+    assert campaign_client.model("pe_segmentation").model_version == result.model_version
+    json_only = campaign_client.segment(image_id, with_label=False)
+    assert json_only.label is None and json_only.model_version == result.model_version
+    with pytest.raises(MalformedAnswerError, match="no label volume"):
+        json_only.label_volume()
+
+
+def test_train_start_and_poll_until_done(campaign_client: InsightClient, campaign_server: MonaiLabelServer) -> None:
+    """A one-epoch pe_insight training started and followed by the client: progress rises to 1, the
+    stats name the new model version, and the server then serves it."""
+    images = sorted(campaign_client.list_images())
+    before = campaign_client.model("pe_insight").model_version
+    idle = campaign_client.train_status("pe_insight")
+    assert idle.state == "idle" and not idle.running and "no training of pe_insight" in idle.message
+    assert campaign_client.info().trainers["pe_insight"]["config"]["epochs"] == 1
+    # a scan-level label set through the client changes what trains: this scan is left out
+    assert campaign_client.set_weak_label(images[0], "uncertain", annotator="Dr. Train").scan_label == "uncertain"
+
+    started = campaign_client.train_start("pe_insight", {"epochs": 1})
+    assert started.state in ("submitted", "running") and started.task_id and started.epochs == 1
+    states, progress = [started.state], [started.progress]
+    refused_while_running = False
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    status = started
+    while time.monotonic() < deadline:
+        status = campaign_client.train_status("pe_insight")
+        states.append(status.state)
+        progress.append(status.progress)
+        assert status.message.startswith("training pe_insight"), status.message
+        if status.state == "running" and not refused_while_running:
+            with pytest.raises(NotReadyError, match="already running") as info:
+                campaign_client.train_start("pe_insight", {"epochs": 1})
+            assert info.value.status == 429 and assert_clear_message(info.value)
+            refused_while_running = True
+        if status.finished:
+            break
+        time.sleep(0.5)  # each poll asks /train/ and /info
+    assert status.state == "done", f"training did not finish: {status}\n{campaign_server.log_tail(40)}"
+    assert "running" in states and refused_while_running
+    numbers = [p for p in progress if p is not None]
+    assert numbers == sorted(numbers) and numbers[-1] == 1.0 and all(0.0 <= p <= 1.0 for p in numbers)
+    assert status.task_id == started.task_id
+    assert status.trained_model_version and status.trained_model_version != before
+    assert status.stats["epochs"] == 1 and status.stats["left_out"] == 1
+    assert status.stats["train_images"] + status.stats["val_images"] == len(images) - 1
+    assert status.trained_model_version in status.message
+
+    deadline = time.monotonic() + 60
+    served = before
+    while time.monotonic() < deadline and served != status.trained_model_version:
+        served = campaign_client.model("pe_insight").model_version
+        time.sleep(0.3)
+    assert served == status.trained_model_version, "the new weights are not served"
+    assert campaign_client.infer(images[1], with_heatmap=False).model_version == served
+    campaign_client.train_stop("pe_insight")  # nothing running: a no-op, not an error
+    assert campaign_client.train_status("pe_insight").state == "done"
+
+
+def test_training_refusals_are_clear(client: InsightClient, server: MonaiLabelServer) -> None:
+    info = client.info()
+    assert {"pe_insight", "pe_segmentation"} <= set(info.trainers)
+    status = client.train_status("no_such_model")
+    assert status.state == "not_offered" and not status.running and status.progress is None
+    assert "offers no training for model 'no_such_model'" in status.message
+    with pytest.raises(NotOfferedError, match="offers no training for model 'no_such_model'.*pe_insight") as err:
+        client.train_start("no_such_model")
+    assert_clear_message(err.value)
     with pytest.raises(NotOfferedError, match="offers no training"):
-        client.train_stop("pe_insight")
-    # the client checked first: no doomed background task was started on the server
+        client.train_stop("no_such_model")
+    # a request the trainer cannot use: the server's reason, before any process starts
+    with pytest.raises(RequestRejectedError, match="epochs must be an integer") as err:
+        client.train_start("pe_insight", {"epochs": 0})
+    assert err.value.status == 422 and assert_clear_message(err.value)
     assert requests.get(server.url("/train/"), timeout=10).status_code == 404
+
+
+def test_train_status_progress_from_task_log() -> None:
+    """Progress and messages from MONAI Label task records (as GET /train/ answers them)."""
+    task = {"id": "t1", "status": "RUNNING", "request": {"model": "pe_insight", "epochs": 4}, "details": [
+        "[2025-01-01 10:00:00] [INFO] (insight.training.trainer) - epoch 1/4 train_loss=0.7 val_auroc=0.5",
+        "[2025-01-01 10:00:05] [INFO] (insight.training.trainer) - epoch 2: 3/6 scans, loss 0.6"]}
+    status = TrainStatus.from_task("pe_insight", task)
+    assert status.running and status.epochs == 4 and status.epoch == pytest.approx(1.5)
+    assert status.progress == pytest.approx(1.5 / 4) and status.message == "training pe_insight: epoch 2 of 4"
+    task["details"].append("epoch 2/4 train_loss=0.5")
+    assert TrainStatus.from_task("pe_insight", task).progress == pytest.approx(0.5)
+    no_log = TrainStatus.from_task("pe_insight", {"status": "RUNNING", "request": {"model": "pe_insight"}},
+                                   default_epochs=10)
+    assert no_log.epochs == 10 and no_log.progress == 0.0
+    done = TrainStatus.from_task("pe_insight", {**task, "status": "DONE"},
+                                 stats={"model_version": "v2", "epochs": 4, "val_auroc": 0.75, "seconds": 12})
+    assert done.progress == 1.0 and done.message == "training pe_insight done: model v2, 4 epoch(s), " \
+                                                    "val AUROC 0.750, 12 s"
+    failed = TrainStatus.from_task("pe_insight", {**task, "status": "ERROR"},
+                                   stats={"last_error": {"error": "no PE scans"}})
+    assert failed.progress is None and failed.message == "training pe_insight failed: no PE scans"
+    busy = TrainStatus.without_task("pe_insight", None, {"status": "RUNNING", "request": {"model": "pe_segmentation"}})
+    assert busy.state == "busy" and not busy.running and "training pe_segmentation" in busy.message
+    with pytest.raises(MalformedAnswerError, match="training status"):
+        TrainStatus.from_task("pe_insight", {"status": "WEIRD"})
 
 
 # ----------------------------------------------------------------------------- errors

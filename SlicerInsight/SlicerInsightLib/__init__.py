@@ -14,7 +14,7 @@ numpy only (no torch, SimpleITK, nibabel or ``cgi``). Slicer does not load this 
 __version__ = "0.1.0"
 
 from .errors import (AuthenticationError, InvalidInputError, MalformedAnswerError, NotFoundError,  # noqa: E402
-                     NotOfferedError, RequestRejectedError, ServerFailureError, ServerTimeoutError,
+                     NotOfferedError, NotReadyError, RequestRejectedError, ServerFailureError, ServerTimeoutError,
                      ServerUnreachableError, SlicerInsightError)
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "ServerFailureError",
     "MalformedAnswerError",
     "NotOfferedError",
+    "NotReadyError",
     "InvalidInputError",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "ServerFailureError",
     "MalformedAnswerError",
     "NotOfferedError",
+    "NotReadyError",
     "InvalidInputError",
 ]
 
@@ -80,6 +81,12 @@ class ServerFailureError(SlicerInsightError):
 class MalformedAnswerError(SlicerInsightError):
     """The server answered, but not in the form a MONAI Label server answers (bad JSON, bad multipart,
     a missing field, an unreadable NIfTI)."""
+
+
+class NotReadyError(RequestRejectedError):
+    """The server offers it but cannot do it now: HTTP 409 (an active-learning strategy without its
+    scores or its segmentation model yet), HTTP 429 (a training already runs), or a model that is
+    not trained yet. Trying again later (or after training) can succeed."""
 
 
 class NotOfferedError(SlicerInsightError):

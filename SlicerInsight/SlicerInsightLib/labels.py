@@ -1,17 +1,25 @@
-"""Scan-level labels and the provenance record sent with every label.
+"""Scan-level labels, weak labels, and the provenance record sent with every label.
 
-A label sent back to the server is a voxel mask (uint8 NIfTI on the CT's grid, 1 = PE) saved with
-MONAI Label's ``PUT /datastore/label``; its ``params`` form field carries a provenance record
-(:class:`LabelProvenance`): the scan-level label (PE / no PE / uncertain), who made it, from which
-model version and heatmap threshold, and how the mask was made:
+Two kinds of label go back to the server:
 
-- ``heatmap``: the thresholded heatmap, accepted unchanged;
-- ``edited``: the thresholded heatmap, edited in the Segment Editor;
-- ``manual``: drawn without a heatmap;
-- ``empty``: no mask drawn (a scan-level label only; the mask is all zero).
+- the **scan-level label** (PE / no PE / uncertain), stored as the image's *weak label*
+  (``PUT /insight/weak-labels/<image>`` with ``{"pe": 1 | 0 | "uncertain"}``): what ``pe_insight``
+  trains on. :func:`weak_label_value` and :func:`scan_label_from_weak` convert.
+- the **segmentation**: a voxel mask (uint8 NIfTI on the CT's grid, 1 = PE) saved with MONAI
+  Label's ``PUT /datastore/label``; its ``params`` form field carries a provenance record
+  (:class:`LabelProvenance`): who made it, how, from which model version's proposal, an optional
+  uncertainty note, and the client id (which ends the client's active-learning lease). The server
+  keeps every saved version with its provenance (``GET /insight/labels/<image>/versions``).
 
-The server keeps the record as the label's info (``GET /datastore/label/info``), so active
-learning and training can weigh labels by where they came from.
+How a mask was made (the server's ``method``):
+
+- ``pseudo``: a model's proposal (the thresholded heatmap, or the ``pe_segmentation`` output),
+  saved unchanged;
+- ``edited``: a model's proposal, corrected in the Segment Editor;
+- ``manual``: drawn without a proposal (also an empty mask drawn from nothing).
+
+``pseudo`` and ``edited`` need the proposing model's version. :func:`mask_method` tells the three
+apart from a digest of the proposal kept when it was made.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ __all__ = [
     "SCAN_LABELS",
     "SCAN_LABEL_TEXT",
     "MASK_METHODS",
+    "WEAK_LABEL_VALUES",
     "DEFAULT_LABEL_TAG",
     "PROVENANCE_SCHEMA",
     "LabelProvenance",
     "parse_scan_label",
+    "weak_label_value",
+    "scan_label_from_weak",
     "mask_digest",
     "mask_method",
     "check_submission",
@@ -45,12 +56,17 @@ logger = logging.getLogger(__name__)
 SCAN_LABELS = ("pe", "no_pe", "uncertain")
 #: What the module shows for each value.
 SCAN_LABEL_TEXT = {"pe": "PE", "no_pe": "No PE", "uncertain": "Uncertain"}
-#: How a mask was made (see the module doc).
-MASK_METHODS = ("heatmap", "edited", "manual", "empty")
+#: How a mask was made (see the module doc); the server's ``method`` values.
+MASK_METHODS = ("pseudo", "edited", "manual")
+#: Scan label -> the server's weak label value (``pe`` of ``/insight/weak-labels``).
+WEAK_LABEL_VALUES = {"pe": 1, "no_pe": 0, "uncertain": "uncertain"}
 #: MONAI Label's tag for finished labels (the ones active learning counts as done).
 DEFAULT_LABEL_TAG = "final"
 #: Version of the provenance record's layout.
-PROVENANCE_SCHEMA = "slicerinsight-label/1"
+PROVENANCE_SCHEMA = "slicerinsight-label/2"
+#: Longest annotator name and uncertainty note the server accepts (characters).
+MAX_ANNOTATOR_CHARS = 200
+MAX_NOTE_CHARS = 2000
 
 _ALIASES = {"pe": "pe", "positive": "pe", "1": "pe", "yes": "pe",
             "no_pe": "no_pe", "no pe": "no_pe", "nope": "no_pe", "negative": "no_pe", "0": "no_pe", "no": "no_pe",
@@ -72,17 +88,50 @@ def parse_scan_label(value: Any) -> str:
     return key
 
 
+def weak_label_value(scan_label: Any) -> Any:
+    """The server's weak label value for a scan label: 1 (PE), 0 (no PE) or ``"uncertain"``.
+
+    Raises:
+        InvalidInputError: not a scan label (see :func:`parse_scan_label`).
+    """
+    return WEAK_LABEL_VALUES[parse_scan_label(scan_label)]
+
+
+def scan_label_from_weak(value: Any) -> Optional[str]:
+    """The scan label of a weak label value read from the server (1/0/"1"/"0"/"uncertain"); None when unset.
+
+    Raises:
+        InvalidInputError: a value the server does not write.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        value = int(value)
+    key = str(value).strip().lower()
+    for label, weak in WEAK_LABEL_VALUES.items():
+        if key == str(weak):
+            return label
+    raise InvalidInputError(f"unknown weak label value {value!r} (expected 0, 1 or 'uncertain')")
+
+
 @dataclass
 class LabelProvenance:
     """Who made a label, from what, and how.
 
+    The server reads ``annotator``, ``method``, ``model``, ``model_version``, ``uncertainty`` and
+    ``client_id`` (and validates them); it keeps the other keys with the label's info as sent.
+
     Attributes:
-        annotator: the person submitting (free text, required).
+        annotator: the person submitting (free text, required, at most 200 characters).
         scan_label: ``pe``, ``no_pe`` or ``uncertain``.
-        method: ``heatmap``, ``edited``, ``manual`` or ``empty``.
-        model: the infer model the heatmap came from (``pe_insight``), or None for manual masks.
-        model_version: that model's version string; required for ``heatmap`` and ``edited``.
-        heatmap_threshold: the heatmap value the mask was cut at, or None.
+        method: ``pseudo``, ``edited`` or ``manual`` (see the module doc).
+        model: the infer model whose proposal the mask started from (``pe_insight`` for a thresholded
+            heatmap, ``pe_segmentation``), or None for manual masks.
+        model_version: that model's version string; required for ``pseudo`` and ``edited``.
+        heatmap_threshold: the heatmap value a heatmap proposal was cut at, or None.
+        uncertainty: a free-text note on what the annotator is unsure about (at most 2000 characters), or None.
+        client_id: this client's id (the one it asks for next cases with): saving a final label ends
+            its lease on the image. None: no lease to end.
         image_id: the server's image id the label belongs to.
         client: the submitting software.
         created_utc: ISO 8601 UTC time stamp (set on creation).
@@ -94,6 +143,8 @@ class LabelProvenance:
     model: Optional[str] = None
     model_version: Optional[str] = None
     heatmap_threshold: Optional[float] = None
+    uncertainty: Optional[str] = None
+    client_id: Optional[str] = None
     image_id: Optional[str] = None
     client: str = "SlicerInsight"
     created_utc: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc)
@@ -103,16 +154,26 @@ class LabelProvenance:
         self.annotator = (self.annotator or "").strip()
         if not self.annotator:
             raise InvalidInputError("a label needs the annotator's name")
+        if len(self.annotator) > MAX_ANNOTATOR_CHARS:
+            raise InvalidInputError(f"the annotator's name is {len(self.annotator)} characters long (at most "
+                                    f"{MAX_ANNOTATOR_CHARS})")
         self.scan_label = parse_scan_label(self.scan_label)
         if self.method not in MASK_METHODS:
             raise InvalidInputError(f"unknown mask method {self.method!r}: use one of {', '.join(MASK_METHODS)}")
-        if self.method in ("heatmap", "edited") and not self.model_version:
-            raise InvalidInputError(f"a mask made from a heatmap ({self.method}) needs the model version it came from")
+        if self.method in ("pseudo", "edited") and not self.model_version:
+            raise InvalidInputError(f"a mask made from a model's proposal ({self.method}) needs the version of that "
+                                    "model: make the proposal with 'Convert to segmentation' or 'Segment with "
+                                    "model', or choose 'manual'")
         if self.heatmap_threshold is not None:
             threshold = float(self.heatmap_threshold)
             if not 0.0 <= threshold <= 1.0:
                 raise InvalidInputError(f"heatmap threshold must be in [0, 1], got {threshold}")
             self.heatmap_threshold = threshold
+        self.uncertainty = (self.uncertainty or "").strip() or None
+        if self.uncertainty is not None and len(self.uncertainty) > MAX_NOTE_CHARS:
+            raise InvalidInputError(f"the uncertainty note is {len(self.uncertainty)} characters long (at most "
+                                    f"{MAX_NOTE_CHARS})")
+        self.client_id = (self.client_id or "").strip() or None
 
     def to_params(self) -> Dict[str, Any]:
         """The JSON object sent as the label's ``params`` (kept by the server as label info)."""
@@ -130,8 +191,8 @@ class LabelProvenance:
 def mask_digest(mask: np.ndarray) -> str:
     """SHA-1 of a mask's shape and foreground voxels (any dtype; nonzero = foreground).
 
-    Stored when a segmentation is made from the heatmap, compared at submission to tell
-    ``heatmap`` (unchanged) from ``edited``.
+    Stored when a segmentation is made from a model's proposal, compared at submission to tell
+    ``pseudo`` (unchanged) from ``edited``.
     """
     mask = np.asarray(mask)
     digest = hashlib.sha1(repr(tuple(mask.shape)).encode("ascii"))
@@ -139,14 +200,12 @@ def mask_digest(mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def mask_method(mask: np.ndarray, heatmap_digest: Optional[str]) -> str:
-    """How a mask was made: ``empty`` (no foreground), ``manual`` (no heatmap origin), ``heatmap``
-    (equal to the mask first made from the heatmap) or ``edited``."""
-    if not np.any(mask):
-        return "empty"
-    if not heatmap_digest:
+def mask_method(mask: np.ndarray, proposal_digest: Optional[str]) -> str:
+    """How a mask was made: ``manual`` (no proposal it started from), ``pseudo`` (equal to the proposal,
+    see :func:`mask_digest`) or ``edited``."""
+    if not proposal_digest:
         return "manual"
-    return "heatmap" if mask_digest(mask) == heatmap_digest else "edited"
+    return "pseudo" if mask_digest(mask) == proposal_digest else "edited"
 
 
 def check_submission(scan_label: str, mask: Optional[np.ndarray]) -> None:
