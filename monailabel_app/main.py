@@ -109,7 +109,15 @@ class SlicerInsightApp(MONAILabelApp):
     # -- datastore --------------------------------------------------------------------------------------
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+                return super().init_datastore()
+            # DICOMweb: MONAI Label's DICOMWebDatastore with label history, SEG written by highdicom
+            # (MONAI Label's own needs dcmqi, downloaded from GitHub at start); see lib/datastore/dicomweb.py
+            from lib.datastore.dicomweb import DicomWebCampaignDatastore
+
+            self.studies = self.studies.rstrip("/").strip()
+            logger.info("Init DICOMweb campaign datastore for: %s", self.studies)
+            return DicomWebCampaignDatastore.from_settings(self.studies)
         logger.info("Init campaign datastore for: %s (label history in %s/)", self.studies, RUNTIME_DIR)
         datastore = CampaignDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
                                       auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,

@@ -57,7 +57,8 @@ class MonaiLabelServer:
 
     Attributes:
         base_url: ``http://127.0.0.1:<port>`` (no trailing slash).
-        studies_dir: the (temporary copy of the) studies folder it serves.
+        studies_dir: the (temporary copy of the) studies folder it serves; for a DICOMweb URL, the
+            datastore's cache folder.
         model_path: the checkpoint passed as ``--conf model_path``.
         workdir: temporary folder with the server's logs and its ``TMPDIR`` (``tmp/``).
         process: the server process (leader of its own process group).
@@ -165,9 +166,12 @@ class MonaiLabelServerFactory:
         """A running server for ``studies_dir`` (copied) and ``model_path`` (``--conf model_path``).
 
         ``conf`` adds ``--conf KEY VALUE`` pairs, ``env`` environment variables. The same arguments
-        give the same (already running) server.
+        give the same (already running) server. ``studies_dir`` may also be a DICOMweb URL
+        (``http://127.0.0.1:PORT/dicom-web``): passed as is, with the datastore's cache
+        (``MONAI_LABEL_DATASTORE_CACHE_PATH``, then ``server.studies_dir``) and ``--conf model_dir``
+        in the server's temporary folder unless ``env``/``conf`` name them.
         """
-        studies = Path(studies_dir).resolve()
+        studies = _studies_argument(studies_dir)
         model = Path(model_path).resolve() if model_path is not None else None
         key = (str(studies), str(model), tuple(sorted((conf or {}).items())), tuple(sorted((env or {}).items())))
         server = self._servers.get(key)
@@ -177,19 +181,25 @@ class MonaiLabelServerFactory:
         self._servers[key] = server
         return server
 
-    def _start(self, studies: Path, model: Path | None, conf: dict[str, str], env: dict[str, str],
+    def _start(self, studies: Path | str, model: Path | None, conf: dict[str, str], env: dict[str, str],
                timeout_s: float) -> MonaiLabelServer:
-        if not studies.is_dir():
+        remote = isinstance(studies, str)
+        if not remote and not studies.is_dir():
             pytest.fail(f"studies folder not found: {studies}")
         workdir = Path(tempfile.mkdtemp(prefix="server-", dir=self.root))
-        studies_copy = workdir / "studies"
-        shutil.copytree(studies, studies_copy, ignore=shutil.ignore_patterns(*STUDIES_RUNTIME_FILES))
+        if remote:  # a DICOMweb URL: nothing to copy; cache and model folder in workdir
+            studies_copy = workdir / "dicomweb-cache"
+            env = {"MONAI_LABEL_DATASTORE_CACHE_PATH": str(studies_copy), **env}
+            conf = {"model_dir": str(workdir / "model"), **conf}
+        else:
+            studies_copy = workdir / "studies"
+            shutil.copytree(studies, studies_copy, ignore=shutil.ignore_patterns(*STUDIES_RUNTIME_FILES))
         (workdir / "tmp").mkdir()
         log_config = _write_log_config(workdir / "app.log", workdir / "logging.json")
 
         port = _free_loopback_port()
         command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-                   "--studies", str(studies_copy), "--host", "127.0.0.1", "--port", str(port),
+                   "--studies", studies if remote else str(studies_copy), "--host", "127.0.0.1", "--port", str(port),
                    "--log_config", str(log_config)]
         if model is not None:
             command += ["--conf", "model_path", str(model)]
@@ -230,6 +240,13 @@ class MonaiLabelServerFactory:
         for server in self._servers.values():
             server.stop()
         self._servers.clear()
+
+
+def _studies_argument(studies_dir: str | os.PathLike) -> Path | str:
+    """A studies folder as a resolved path, or a DICOMweb URL (``http(s)://...``) as a string."""
+    if isinstance(studies_dir, str) and studies_dir.startswith(("http://", "https://")):
+        return studies_dir.rstrip("/")
+    return Path(studies_dir).resolve()
 
 
 @pytest.fixture(scope="session")

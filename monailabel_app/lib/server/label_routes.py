@@ -39,7 +39,7 @@ from monailabel.interfaces.exception import ImageNotFoundException
 from monailabel.interfaces.utils.app import app_instance
 from starlette.concurrency import run_in_threadpool
 
-from insight.errors import InputError
+from insight.errors import InputError, InsightError
 from lib.datastore.campaign_datastore import check_label_tag
 from lib.datastore.provenance import provenance_from_params
 from lib.server.http_errors import parse_json_object, require_image
@@ -119,6 +119,10 @@ def save_label_versioned(image: str, params: str, tag: str, label: UploadFile, u
             label_id = datastore.save_label(image, temp_path, tag, info)
         except ImageNotFoundException as err:  # removed meanwhile
             raise HTTPException(status_code=404, detail=f"image {image!r} not found in the datastore") from err
+        except InputError as err:  # e.g. a label off the source series' grid (PACS datastore)
+            raise HTTPException(status_code=422, detail=str(err)) from err
+        except InsightError as err:  # e.g. the PACS refused the DICOM SEG
+            raise HTTPException(status_code=502, detail=f"the label could not be stored: {err}") from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_path)
