@@ -43,6 +43,8 @@ from lib.scoring import DisagreementScoring, DiversityScoring, ScoringRunner, Un
 from lib.server.campaign import install_campaign_routes
 from lib.server.model_watch import ModelWatcher
 from lib.server.nonblocking_infer import install_nonblocking_infer
+from lib.server.retrieval_routes import install_retrieval_routes
+from lib.server.triage_routes import install_triage_routes
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +217,8 @@ class SlicerInsightApp(MONAILabelApp):
         if self._server_mode:
             install_nonblocking_infer()
             install_campaign_routes()
+            install_retrieval_routes()
+            install_triage_routes()
             self.model_watcher = ModelWatcher(lambda: self._infers,
                                               _conf_float(self.conf, "model_watch_s", 2.0)).start()
 

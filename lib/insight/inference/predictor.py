@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from insight import __version__
 from insight.config import InsightConfig
 from insight.devices import autocast_for, resolve_device
+from insight.embeddings import EncoderFeatureCapture
+from insight.errors import ModelError
 from insight.inference.findings import Finding, extract_findings
 from insight.io.atomic import write_json_atomic
 from insight.io.image_io import case_name, read_image, write_image
@@ -24,6 +26,7 @@ from insight.models.checkpoint import load_checkpoint
 from insight.models.insight_model import InsightModel
 from insight.preprocessing import prepare_volume, slice_stack, to_reference_grid
 from insight.qa import QAReport, SeriesMetadata, read_series_metadata, screen_heatmap, screen_study
+from insight.qa.ood import OODCalibration, load_ood_for_checkpoint, screen_out_of_distribution
 
 __all__ = ["PredictionResult", "InsightPredictor", "heatmap_to_grid"]
 
@@ -46,6 +49,8 @@ class PredictionResult:
             "fail", "summary": str, "flags": [{"code", "message", "severity", "check", ...}, ...],
             "measurements": {...}}``. A study failing QA is still scored; the verdict travels with it.
         source: the input path, when read from disk.
+        embedding: float32 [2C] case embedding from this forward pass (:mod:`insight.embeddings`);
+            not part of ``to_json``.
     """
 
     name: str
@@ -57,6 +62,7 @@ class PredictionResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     qa: dict[str, Any] = field(default_factory=lambda: QAReport().to_json())
     source: str | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (plain types)."""
@@ -119,15 +125,20 @@ class InsightPredictor:
     Args:
         run_qa: False skips QA for internal bulk uses that only need heatmaps (``qa`` then says
             ``"verdict": "not_run"``); user-facing predictions keep the default.
+        ood: the model's out-of-distribution calibration (:mod:`insight.qa.ood`); None skips that check.
+        ood_unavailable: why the model's OOD sidecar exists but could not be used (an info flag says so).
     """
 
     def __init__(self, model: InsightModel, config: InsightConfig, model_version: str,
-                 device: torch.device | str = "cpu", run_qa: bool = True) -> None:
+                 device: torch.device | str = "cpu", run_qa: bool = True, ood: OODCalibration | None = None,
+                 ood_unavailable: str | None = None) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.model_version = model_version
         self.run_qa = run_qa
+        self.ood = ood
+        self.ood_unavailable = ood_unavailable
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | None = "auto",
@@ -135,7 +146,15 @@ class InsightPredictor:
         dev = resolve_device(device)
         loaded = load_checkpoint(path, dev)
         logger.info("loaded model %s from %s on %s", loaded.model_version, path, dev)
-        return cls(loaded.model, loaded.config, loaded.model_version, dev, run_qa=run_qa)
+        ood, ood_unavailable = None, None
+        if run_qa:
+            try:
+                ood = load_ood_for_checkpoint(path, loaded.model_version)
+            except ModelError as err:
+                ood_unavailable = str(err)
+                logger.error("out-of-distribution check off: %s", err)
+        return cls(loaded.model, loaded.config, loaded.model_version, dev, run_qa=run_qa, ood=ood,
+                   ood_unavailable=ood_unavailable)
 
     def predict_file(self, path: str | os.PathLike) -> PredictionResult:
         """Read a NIfTI/NRRD file or DICOM series folder and predict it (DICOM headers feed QA)."""
@@ -173,9 +192,10 @@ class InsightPredictor:
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast_for(self.device), EncoderFeatureCapture(self.model) as capture:
             region = torch.from_numpy(prepared.region).to(self.device, non_blocking=True)
             output = self.model(slices.to(self.device, non_blocking=True), region=region)
+        embedding = capture.embedding()
         probability = float(output.probability[0])
         heatmap_features = output.heatmap[:, 0].float()
         if self.device.type == "cuda":
@@ -193,7 +213,8 @@ class InsightPredictor:
         qa = {"verdict": "not_run", "summary": "QA was not run for this prediction", "flags": [], "measurements": {}}
         if screening is not None:
             start = time.perf_counter()
-            report = screening.report.merged(screen_heatmap(screening, heatmap, findings))
+            ood_report = screen_out_of_distribution(self.ood, embedding, self.ood_unavailable)
+            report = screening.report.merged(ood_report).merged(screen_heatmap(screening, heatmap, findings))
             timings["qa"] += time.perf_counter() - start
             if report.verdict != "pass":
                 logger.warning("%s: %s. %s", name, report.summary(),
@@ -201,4 +222,4 @@ class InsightPredictor:
             qa = report.to_json()
         return PredictionResult(name=name, pe_probability=probability, heatmap=heatmap, findings=findings,
                                 model_version=self.model_version, finding_threshold=inference.finding_threshold,
-                                timings_s=timings, qa=qa)
+                                timings_s=timings, qa=qa, embedding=embedding)
