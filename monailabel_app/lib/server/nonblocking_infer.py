@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.routing import APIRoute
+from fastapi import BackgroundTasks, Depends, FastAPI, File, Form, HTTPException, UploadFile
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.infer import api_run_inference as monailabel_infer_endpoint
@@ -51,6 +50,7 @@ from monailabel.interfaces.utils.app import app_instance
 from starlette.concurrency import run_in_threadpool
 
 from insight.errors import InsightError, ModelError
+from lib.server.route_replacement import replace_endpoint, server_app
 
 __all__ = ["install_nonblocking_infer", "api_run_inference_nonblocking", "INFER_ROUTE_PATH"]
 
@@ -144,60 +144,13 @@ def _require_datastore_image(instance: Any, image: str) -> None:
 def install_nonblocking_infer(app: FastAPI | None = None) -> bool:
     """Replace the POST /infer/{model} route of ``app`` (default ``monailabel.app.app``) in place.
 
-    Finds monailabel's route by its endpoint function, wherever FastAPI keeps it: flattened into
-    ``app.router.routes`` (classic ``include_router``) or inside the included ``APIRouter`` that
-    newer FastAPI versions keep by reference. Idempotent. Returns True when the route was replaced,
-    False when it already was or was not found (then inference still blocks the event loop, and a
-    warning says so).
+    Finds monailabel's route by its endpoint function wherever FastAPI keeps it (see
+    :func:`lib.server.route_replacement.replace_endpoint`). Idempotent. Returns True when the route
+    was replaced, False when it already was or was not found (then inference still blocks the
+    event loop, and a warning says so).
     """
-    if app is None:
-        from monailabel.app import app as monailabel_app
-
-        app = monailabel_app
-    for owner, routes in _route_lists(app.router):
-        for index, route in enumerate(routes):
-            if not (isinstance(route, APIRoute) and "POST" in route.methods):
-                continue
-            if route.endpoint is api_run_inference_nonblocking:
-                return False
-            if route.endpoint is not monailabel_infer_endpoint:
-                continue
-            routes[index] = _equivalent_route(route)
-            mark_changed = getattr(owner, "_mark_routes_changed", None)
-            if callable(mark_changed):  # newer FastAPI caches the routes of included routers by version
-                mark_changed()
-            app.openapi_schema = None  # regenerate the OpenAPI document from the new route
-            logger.info("POST %s now runs inference in worker threads; the event loop keeps serving /info",
-                        INFER_ROUTE_PATH)
-            return True
-    logger.warning("POST %s not found on the server app: inference will block other requests", INFER_ROUTE_PATH)
-    return False
-
-
-def _route_lists(router: Any, seen: set[int] | None = None) -> Iterator[tuple[Any, list]]:
-    """(router, its routes list) for ``router`` and every router included in it by reference."""
-    seen = set() if seen is None else seen
-    if id(router) in seen:
-        return
-    seen.add(id(router))
-    yield router, router.routes
-    for route in list(router.routes):
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _route_lists(included, seen)
-
-
-def _equivalent_route(old: APIRoute) -> APIRoute:
-    """An APIRoute with ``old``'s path, docs and responses, served by the non-blocking endpoint."""
-    router = APIRouter(route_class=type(old))
-    router.add_api_route(
-        old.path,
-        api_run_inference_nonblocking,
-        methods=["POST"],
-        summary=old.summary,
-        description=old.description,
-        tags=old.tags,
-        responses=old.responses,
-        name=old.name,
-    )
-    return router.routes[0]
+    replaced = replace_endpoint(app or server_app(), monailabel_infer_endpoint, api_run_inference_nonblocking, "POST")
+    if replaced:
+        logger.info("POST %s now runs inference in worker threads; the event loop keeps serving /info",
+                    INFER_ROUTE_PATH)
+    return replaced
