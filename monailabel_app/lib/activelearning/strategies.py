@@ -15,7 +15,8 @@ on ``POST /scoring/{method}``.
   one farthest from the centroid of all embeddings.
 
 When no candidate has the score yet, a strategy raises :class:`StrategyUnavailable` saying which
-scoring to run.
+scoring to run. The ranking and farthest-point math is the library's (:mod:`insight.active_learning`),
+shared with ``insight simulate-campaign``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from insight.active_learning import farthest_point_selection, top_k_by_score
 from lib.scoring.scores import score_record
 
 __all__ = ["StrategyUnavailable", "ScoreRankingStrategy", "UncertaintyStrategy", "DisagreementStrategy",
@@ -67,7 +69,7 @@ class ScoreRankingStrategy(Strategy):
             raise StrategyUnavailable(
                 f"no {self.score_name} scores yet for the {len(candidates)} candidate image(s): run "
                 f"POST /scoring/{self.score_name} (scoring also runs at start and after each training)")
-        best = max(sorted(scored), key=lambda image_id: float(scored[image_id]["value"]))
+        best = top_k_by_score({image_id: float(record["value"]) for image_id, record in scored.items()}, 1)[0]
         record = scored[best]
         logger.info("%s: picked %s (score %.4f) among %d scored of %d candidates", self.score_name, best,
                     record["value"], len(scored), len(candidates))
@@ -138,19 +140,11 @@ class DiversityStrategy(Strategy):
             embeddings = {i: v for i, v in embeddings.items() if v.shape == shape}
         taken = set(datastore.get_labeled_images()) | set(getattr(datastore, "leased_images", ()))
         references = [i for i in sorted(taken) if i in embeddings and i not in scored]
-        candidate_matrix = np.stack([embeddings[i] for i in scored])  # [C, D]
-        if references:
-            reference_matrix = np.stack([embeddings[i] for i in references])  # [R, D]
-            distances = np.linalg.norm(candidate_matrix[:, None, :] - reference_matrix[None, :, :], axis=-1).min(1)
-            basis = f"nearest of {len(references)} labeled/leased image(s)"
-        else:
-            centroid = np.stack(list(embeddings.values())).mean(0)
-            distances = np.linalg.norm(candidate_matrix - centroid[None, :], axis=-1)
-            basis = "centroid of all embeddings"
-        best = int(np.argmax(distances))
-        image_id = scored[best]
+        pick = farthest_point_selection([i for i in scored if i in embeddings], embeddings, 1, references)[0]
+        basis = f"nearest of {len(references)} labeled/leased image(s)" if references else "centroid of all embeddings"
+        image_id = pick.name
         record = score_record(datastore.get_image_info(image_id), self.score_name) or {}
-        logger.info("diversity: picked %s (distance %.4f to the %s)", image_id, distances[best], basis)
-        return {"id": image_id, "score": float(distances[best]), "score_basis": basis,
+        logger.info("diversity: picked %s (distance %.4f to the %s)", image_id, pick.distance, basis)
+        return {"id": image_id, "score": pick.distance, "score_basis": basis,
                 "score_model_version": record.get("model_version"), "candidates": len(candidates),
                 "unscored_candidates": len(candidates) - len(scored)}

@@ -14,14 +14,14 @@ both the ``uncertainty`` and the ``diversity`` record, so every method writes bo
 method then finds them up to date).
 
 The methods run in the server process (:mod:`lib.scoring.runner`), sharing the served model with
-/infer (its lock serializes the two), so a score always comes from the model /infer serves.
+/infer (its lock serializes the two), so a score always comes from the model /infer serves. The math
+(entropy, 1 - Dice) is the library's (:mod:`insight.active_learning`), shared with ``insight simulate-campaign``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from typing import Any, Callable
@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
+from insight.active_learning import binary_entropy, mask_disagreement
 from insight.errors import InputError, InsightError
 from lib.datastore.provenance import utc_now_iso
 from lib.scoring.embedding import EncoderFeatureCapture
@@ -46,29 +47,6 @@ SegmentFunction = Callable[[str], "tuple[np.ndarray, str | None]"]
 
 class ScoringUnavailable(InsightError):
     """The scoring method cannot run on this server (a model is missing); the message says why."""
-
-
-def binary_entropy(probability: float) -> float:
-    """Entropy of a Bernoulli(p) in bits, in [0, 1]: 1 at p = 0.5, 0 at p = 0 or 1."""
-    p = min(max(float(probability), 0.0), 1.0)
-    if p in (0.0, 1.0):
-        return 0.0
-    return float(-(p * math.log2(p) + (1.0 - p) * math.log2(1.0 - p)))
-
-
-def mask_disagreement(heatmap_mask: np.ndarray, segmentation_mask: np.ndarray) -> dict[str, float | int]:
-    """``1 - Dice`` of two boolean masks of one shape (both empty: 0), with the voxel counts.
-
-    Raises:
-        InputError: the masks differ in shape.
-    """
-    if heatmap_mask.shape != segmentation_mask.shape:
-        raise InputError(f"heatmap mask {heatmap_mask.shape} and segmentation mask {segmentation_mask.shape} "
-                         "are not on one grid")
-    a, b = heatmap_mask.astype(bool), segmentation_mask.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    dice = 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
-    return {"value": 1.0 - dice, "dice": dice, "heatmap_voxels": int(a.sum()), "mask_voxels": int(b.sum())}
 
 
 class InsightScoringMethod(ScoringMethod):
