@@ -30,7 +30,6 @@ encoder, widths, data and ``train`` block; a method may only change INSIGHT head
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 from insight.config import ModelConfig, PreprocessConfig, TrainConfig
 from insight.errors import InputError
+from insight.json_config import check_top_level, dataclass_from_json, read_json_config
 from insight.phantom import PhantomConfig
 
 __all__ = ["METHOD_KINDS", "METHOD_MODEL_KEYS", "SPLIT_NAMES", "SplitSpec", "ThresholdRule", "MethodSpec",
@@ -157,28 +157,18 @@ def load_benchmark_config(path: str | Path) -> BenchmarkConfig:
     Raises:
         InputError: the file is missing, not JSON, or any setting is invalid (the message says which).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"benchmark config not found: {path}")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read benchmark config {path}: {err}") from err
+    payload = read_json_config(path, "benchmark config")
     return parse_benchmark_config(payload, source=str(path))
 
 
 def parse_benchmark_config(payload: Any, source: str = "benchmark config") -> BenchmarkConfig:
     """Validate a decoded JSON object (see the module docstring) into a :class:`BenchmarkConfig`."""
-    if not isinstance(payload, dict):
-        raise InputError(f"{source}: the top level must be a JSON object")
-    unknown = set(payload) - _TOP_KEYS
-    if unknown:
-        raise InputError(f"{source}: unknown keys {sorted(unknown)} (allowed: {sorted(_TOP_KEYS)})")
+    check_top_level(payload, _TOP_KEYS, source)
     try:
-        phantom = _dataclass_from(PhantomConfig, payload.get("phantom", {}), "phantom")
-        preprocess = _dataclass_from(PreprocessConfig, payload.get("preprocess", {}), "preprocess")
-        model = _dataclass_from(ModelConfig, payload.get("model", {}), "model")
-        train = _dataclass_from(TrainConfig, payload.get("train", {}), "train")
+        phantom = dataclass_from_json(PhantomConfig, payload.get("phantom", {}), "phantom")
+        preprocess = dataclass_from_json(PreprocessConfig, payload.get("preprocess", {}), "preprocess")
+        model = dataclass_from_json(ModelConfig, payload.get("model", {}), "model")
+        train = dataclass_from_json(TrainConfig, payload.get("train", {}), "train")
         splits = _parse_splits(payload.get("splits"))
         methods = _parse_methods(payload.get("methods"), model)
         evaluation = _parse_evaluation(payload.get("evaluation", {}))
@@ -193,20 +183,6 @@ def parse_benchmark_config(payload: Any, source: str = "benchmark config") -> Be
     return BenchmarkConfig(name=name, description=str(payload.get("description", "")), device=device,
                            phantom=phantom, splits=splits, preprocess=preprocess, model=model, train=train,
                            methods=methods, evaluation=evaluation)
-
-
-def _dataclass_from(kind: type, values: Any, block: str) -> Any:
-    if not isinstance(values, dict):
-        raise ValueError(f"'{block}' must be a JSON object")
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"'{block}': unknown settings {sorted(unknown)} (allowed: {sorted(names)})")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    try:
-        return kind(**converted)
-    except ValueError as err:
-        raise ValueError(f"'{block}': {err}") from err
 
 
 def _is_int(value: Any) -> bool:

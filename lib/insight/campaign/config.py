@@ -29,12 +29,12 @@ server does. ``disagreement_mask``: the heatmap-derived mask compared with the s
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from insight.errors import InputError
+from insight.json_config import check_top_level, dataclass_from_json, read_json_config
 from insight.phantom import PhantomConfig
 from insight.pseudo_masks.config import PseudoMaskConfig
 from insight.segmentation.config import (SEG_PREPROCESS, SegInferenceConfig, SegmentationConfig, SegNetworkConfig,
@@ -164,23 +164,13 @@ def load_campaign_config(path: str | Path) -> CampaignConfig:
     Raises:
         InputError: the file is missing, not JSON, or any setting is invalid (the message says which).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"campaign config not found: {path}")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read campaign config {path}: {err}") from err
+    payload = read_json_config(path, "campaign config")
     return parse_campaign_config(payload, source=str(path))
 
 
 def parse_campaign_config(payload: Any, source: str = "campaign config") -> CampaignConfig:
     """Build a :class:`CampaignConfig` from the JSON payload (InputError naming the bad setting)."""
-    if not isinstance(payload, dict):
-        raise InputError(f"{source}: the top level must be a JSON object")
-    unknown = set(payload) - _TOP_KEYS
-    if unknown:
-        raise InputError(f"{source}: unknown keys {sorted(unknown)} (allowed: {sorted(_TOP_KEYS)})")
+    check_top_level(payload, _TOP_KEYS, source)
     for required in ("name", "pool", "test", "campaign"):
         if required not in payload:
             raise InputError(f"{source}: '{required}' is required")
@@ -196,15 +186,15 @@ def parse_campaign_config(payload: Any, source: str = "campaign config") -> Camp
             name=name.strip(),
             description=str(payload.get("description", "")),
             device=_device(payload.get("device", "cpu")),
-            phantom=_build(PhantomConfig, payload.get("phantom", {}), "phantom"),
-            pool=_build(SplitSpec, payload["pool"], "pool"),
-            test=_build(SplitSpec, payload["test"], "test"),
-            insight=_build(InsightSpec, payload.get("insight", {}), "insight"),
-            pseudo_masks=_build(PseudoMaskConfig, pseudo, "pseudo_masks"),
+            phantom=dataclass_from_json(PhantomConfig, payload.get("phantom", {}), "phantom"),
+            pool=dataclass_from_json(SplitSpec, payload["pool"], "pool"),
+            test=dataclass_from_json(SplitSpec, payload["test"], "test"),
+            insight=dataclass_from_json(InsightSpec, payload.get("insight", {}), "insight"),
+            pseudo_masks=dataclass_from_json(PseudoMaskConfig, pseudo, "pseudo_masks"),
             relook_with_model=relook,
             segmentation=_segmentation(payload.get("segmentation", {})),
-            train=_build(SegTrainConfig, payload.get("train", {}), "train"),
-            rounds=_build(RoundsSpec, payload["campaign"], "campaign"),
+            train=dataclass_from_json(SegTrainConfig, payload.get("train", {}), "train"),
+            rounds=dataclass_from_json(RoundsSpec, payload["campaign"], "campaign"),
         )
     except (ValueError, TypeError) as err:
         raise InputError(f"{source}: {err}") from err
@@ -226,23 +216,10 @@ def _segmentation(values: Any) -> SegmentationConfig:
         raise ValueError(f"'segmentation': grid_spacing_xyz must be three numbers (mm), got {spacing!r}")
     return SegmentationConfig(
         preprocess=dataclasses.replace(SEG_PREPROCESS, target_spacing_xyz=tuple(float(s) for s in spacing)),
-        network=_build(SegNetworkConfig, values.get("network", {}), "segmentation.network"),
+        network=dataclass_from_json(SegNetworkConfig, values.get("network", {}), "segmentation.network"),
         patch_size_zyx=tuple(values.get("patch_size_zyx", base.patch_size_zyx)),
-        inference=_build(SegInferenceConfig, values.get("inference", {}), "segmentation.inference"),
+        inference=dataclass_from_json(SegInferenceConfig, values.get("inference", {}), "segmentation.inference"),
     )
-
-
-def _build(kind: type, values: Any, block: str) -> Any:
-    if not isinstance(values, dict):
-        raise ValueError(f"'{block}' must be a JSON object")
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"'{block}': unknown settings {sorted(unknown)} (allowed: {sorted(names)})")
-    try:
-        return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"'{block}': {err}") from err
 
 
 def _device(value: Any) -> str:
