@@ -241,3 +241,12 @@ def test_loss_keeps_a_gradient_when_the_pool_saturates():
     p = torch.tensor([0.0], requires_grad=True)
     InsightLoss(0.0)(p, torch.tensor([1.0]), torch.zeros(1, 1, 1, 1)).backward()
     assert p.grad is not None and float(p.grad) < -1.0  # a clamp would give exactly 0 here
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4, 6])
+def test_filter_bank_separable_dilation_equals_the_square_max_filter(radius):
+    import torch.nn.functional as F
+    from insight.models.filter_bank import _dilate
+    x = torch.rand(3, 2, 23, 17)
+    square = F.max_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
+    torch.testing.assert_close(_dilate(x, radius), square, rtol=0, atol=0)

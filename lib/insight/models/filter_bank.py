@@ -32,7 +32,10 @@ _WHITE_TOPHAT_RADIUS = 4
 
 
 def _dilate(x: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.max_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
+    """Grey dilation by a (2r+1)^2 square, as a row pass then a column pass (same result, ~3x faster)."""
+    size = 2 * radius + 1
+    rows = F.max_pool2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), (1, size), stride=1)
+    return F.max_pool2d(F.pad(rows, (0, 0, radius, radius), mode="replicate"), (size, 1), stride=1)
 
 
 def _erode(x: torch.Tensor, radius: int) -> torch.Tensor:
