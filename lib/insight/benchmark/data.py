@@ -23,7 +23,7 @@ from insight.benchmark.config import SPLIT_NAMES, BenchmarkConfig, SplitSpec
 from insight.errors import InputError
 from insight.io.atomic import write_json_atomic, write_text_atomic
 from insight.phantom import LABEL_COLUMNS, PhantomConfig, generate_case, write_case, write_dataset
-from insight.phantom.generator import _label_row  # the labels.csv row of a case (write_dataset's own)
+from insight.phantom.generator import label_row  # the labels.csv row of a case, as write_dataset writes it
 
 __all__ = ["MANIFEST_FILE", "write_split", "ensure_split", "ensure_splits", "split_summary"]
 
@@ -63,7 +63,7 @@ def write_split(folder: Path, split: SplitSpec, phantom: PhantomConfig, workers:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(LABEL_COLUMNS), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(_label_row(meta) for meta in metas)
+    writer.writerows(label_row(meta) for meta in metas)
     write_text_atomic(folder / "labels.csv", buffer.getvalue())
 
 

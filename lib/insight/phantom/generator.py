@@ -31,7 +31,7 @@ from insight.phantom.emboli import CLOT_HU_RANGE, draw_embolus, insert_emboli
 from insight.phantom.vessels import (VesselPath, build_airway_tree, build_artery_tree, build_vein_tree,
                                      paint_raster, rasterize_segments, tubes_to_segments)
 
-__all__ = ["PhantomConfig", "PhantomCase", "generate_case", "write_dataset", "case_name", "LABEL_COLUMNS",
+__all__ = ["PhantomConfig", "PhantomCase", "generate_case", "write_dataset", "case_name", "LABEL_COLUMNS", "label_row",
            "CONTRAST_HU_RANGE", "NOISE_SD_RANGE_HU", "BLUR_SIGMA_RANGE_MM", "DRAWN_SPACING_RANGE_MM"]
 
 logger = logging.getLogger(__name__)
@@ -351,7 +351,8 @@ def _paint_arteries(grid: VoxelGrid, image: np.ndarray, raster, seg_branch: np.n
     flat[idx] = flat[idx] * (1.0 - o) + hu * o
 
 
-def _label_row(meta: dict) -> dict:
+def label_row(meta: dict) -> dict:
+    """The labels.csv row (image, pe, case metadata) of a case, from its metadata dict."""
     conf = meta["confounders"]
     return {
         "image": meta["name"], "pe": meta["pe"], "n_emboli": meta["n_emboli"], "contrast_hu": meta["contrast_hu"],
@@ -407,7 +408,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int, config: Phantom
     writer = csv.DictWriter(buf, fieldnames=list(LABEL_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for meta in metas:
-        writer.writerow(_label_row(meta))
+        writer.writerow(label_row(meta))
     write_text_atomic(out / "labels.csv", buf.getvalue())
     n_pos = sum(m["pe"] for m in metas)
     logger.info("wrote %d phantom cases (%d PE-positive) to %s", len(metas), n_pos, out)
