@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from typing import Any, Iterator
 
 import pytest
 import requests
+
+from tests.processes import log_tail, stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "monailabel_app"
@@ -101,11 +102,7 @@ class MonaiLabelServer:
         return self.process.poll() is None
 
     def log_tail(self, lines: int = 80) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, "(no server log)")
 
     def info(self, timeout: float = 10.0) -> dict[str, Any]:
         """GET /info/ as a dict (raises for an HTTP error)."""
@@ -115,16 +112,7 @@ class MonaiLabelServer:
 
     def stop(self) -> None:
         """Terminate the server's whole process group (SIGTERM, then SIGKILL after 20 s)."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process)
 
 
 def _free_loopback_port() -> int:
