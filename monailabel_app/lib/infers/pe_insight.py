@@ -35,9 +35,10 @@ from typing import Any, Iterator
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from insight.errors import InputError, InsightError, ModelError
+from insight.errors import InsightError, ModelError
 from insight.inference import InsightPredictor, PredictionResult
-from insight.io import case_name, write_image
+from insight.io import write_image
+from lib.infers.serialized import predict_serialized, request_image
 
 __all__ = ["PEInsightInfer", "PE_LABELS"]
 
@@ -186,25 +187,10 @@ class PEInsightInfer(InferTask):
         self.refresh()
         if self.predictor is None:
             raise ModelError(f"model not loaded: {self.load_error}")
-        image = request.get("image")
-        if not isinstance(image, str) or not image:
-            raise InputError("no input image: pass ?image=<datastore image id> or upload a file")
-        client_name = request.get("client_filename") or None
-
-        queued = time.perf_counter()
-        with self._lock:
-            waited = time.perf_counter() - queued
-            predictor = self.predictor
-            try:
-                result = predictor.predict_file(image)
-            except InsightError as err:
-                raise _renamed(err, image, client_name) from err
-        result.timings_s = {"queue": waited, **result.timings_s}
-        if client_name:
-            result.name = case_name(client_name)
-            result.source = f"upload:{client_name}"
+        image, client_name = request_image(request)
+        result = predict_serialized(self._lock, lambda: self.predictor, image, client_name)
         logger.info("pe_insight: %s p(PE)=%.4f, %d finding(s), waited %.2f s, model %s", result.name,
-                    result.pe_probability, len(result.findings), waited, result.model_version)
+                    result.pe_probability, len(result.findings), result.timings_s["queue"], result.model_version)
 
         heatmap_path: str | None = None
         if request.get("result_write_to_file", True):
@@ -243,10 +229,3 @@ def _file_state(path: Path | None) -> tuple[int, int, int] | None:
         return None
     return stat.st_mtime_ns, stat.st_ino, stat.st_size
 
-
-def _renamed(err: InsightError, server_path: str, client_name: str | None) -> InsightError:
-    """The same error with the server's temporary upload name replaced by the client's file name."""
-    if not client_name:
-        return err
-    message = str(err).replace(server_path, client_name).replace(os.path.basename(server_path), client_name)
-    return type(err)(message)

@@ -21,14 +21,14 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from insight.errors import InputError, InsightError, ModelError
-from insight.io import case_name, write_image
+from insight.errors import InsightError, ModelError
+from insight.io import write_image
+from lib.infers.serialized import predict_serialized, request_image
 
 __all__ = ["PESegmentationInfer", "SegmentationNotTrainedError", "SEG_LABELS"]
 
@@ -152,21 +152,8 @@ class PESegmentationInfer(InferTask):
             if self.load_error:
                 raise ModelError(f"pe_segmentation model not loaded: {self.load_error}")
             raise SegmentationNotTrainedError(_not_trained_message(self.model_path))
-        image = request.get("image")
-        if not isinstance(image, str) or not image:
-            raise InputError("no input image: pass ?image=<datastore image id> or upload a file")
-        client_name = request.get("client_filename") or None
-        queued = time.perf_counter()
-        with self._lock:
-            waited = time.perf_counter() - queued
-            try:
-                result = predictor.predict_file(image)
-            except InsightError as err:
-                raise _renamed(err, image, client_name) from err
-        result.timings_s = {"queue": waited, **result.timings_s}
-        if client_name:
-            result.name = case_name(client_name)
-            result.source = f"upload:{client_name}"
+        image, client_name = request_image(request)
+        result = predict_serialized(self._lock, lambda: predictor, image, client_name)
         logger.info("pe_segmentation: %s %d region(s), %.0f mm3, model %s", result.name, result.n_regions,
                     result.volume_mm3, result.model_version)
         params = result.to_json()
@@ -205,10 +192,3 @@ def _write_temporary(image: Any, prefix: str) -> str:
         raise
     return name
 
-
-def _renamed(err: InsightError, server_path: str, client_name: str | None) -> InsightError:
-    """The same error with the server's temporary upload name replaced by the client's file name."""
-    if not client_name:
-        return err
-    message = str(err).replace(server_path, client_name).replace(os.path.basename(server_path), client_name)
-    return type(err)(message)

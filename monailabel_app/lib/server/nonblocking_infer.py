@@ -50,6 +50,7 @@ from monailabel.interfaces.utils.app import app_instance
 from starlette.concurrency import run_in_threadpool
 
 from insight.errors import InsightError, ModelError
+from lib.server.http_errors import parse_json_object
 from lib.server.route_replacement import replace_endpoint, server_app
 
 __all__ = ["install_nonblocking_infer", "api_run_inference_nonblocking", "INFER_ROUTE_PATH"]
@@ -92,7 +93,7 @@ def _run_inference_checked(background_tasks: BackgroundTasks, model: str, image:
         available = ", ".join(sorted(models)) or "none"
         raise HTTPException(status_code=404, detail=f"no infer model {model!r} on this server (available: {available})")
 
-    request_params = _parse_params(params)
+    request_params = parse_json_object(params)
     if file and file.filename:
         request_params.setdefault("client_filename", file.filename)
     if not file and not session_id:
@@ -117,18 +118,6 @@ def _run_inference_checked(background_tasks: BackgroundTasks, model: str, image:
     except Exception as err:
         logger.exception("inference with model %s failed", model)
         raise HTTPException(status_code=500, detail=f"inference failed: {type(err).__name__}: {err}") from err
-
-
-def _parse_params(params: str | None) -> dict[str, Any]:
-    if not params:
-        return {}
-    try:
-        parsed = json.loads(params)
-    except json.JSONDecodeError as err:
-        raise HTTPException(status_code=422, detail=f"params is not valid JSON: {err}") from err
-    if not isinstance(parsed, dict):
-        raise HTTPException(status_code=422, detail=f"params must be a JSON object, got {type(parsed).__name__}")
-    return parsed
 
 
 def _require_datastore_image(instance: Any, image: str) -> None:
