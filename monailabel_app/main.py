@@ -32,8 +32,8 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.random import Random
 
 import insight
-from lib.activelearning import (DEFAULT_LEASE_TIMEOUT_S, DisagreementStrategy, DiversityStrategy, LeaseBook,
-                                UncertaintyStrategy)
+from lib.activelearning import (DEFAULT_LEASE_TIMEOUT_S, LEASES_FILE, DisagreementStrategy, DiversityStrategy,
+                                LeaseBook, UncertaintyStrategy)
 from lib.activelearning.sampling import next_sample_with_lease
 from lib.configs.pe_insight import PEInsightConfig
 from lib.configs.pe_segmentation import PESegmentationConfig
@@ -119,13 +119,16 @@ class SlicerInsightApp(MONAILabelApp):
 
             self.studies = self.studies.rstrip("/").strip()
             logger.info("Init DICOMweb campaign datastore for: %s", self.studies)
-            return DicomWebCampaignDatastore.from_settings(self.studies)
+            datastore = DicomWebCampaignDatastore.from_settings(self.studies)
+            self.leases.persist_to(datastore.runtime_dir / LEASES_FILE)
+            return datastore
         logger.info("Init campaign datastore for: %s (label history in %s/)", self.studies, RUNTIME_DIR)
         datastore = CampaignDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
                                       auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
                                       read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
         report = import_label_table(datastore, self.studies)
         self.weak_label_import = report.to_dict() if report else None
+        self.leases.persist_to(datastore.runtime_dir / LEASES_FILE)
         return datastore
 
     # -- tasks ------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class MonaiLabelServer:
     model_path: Path | None
     workdir: Path
     process: subprocess.Popen = field(repr=False)
+    command: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -194,15 +196,27 @@ class MonaiLabelServerFactory:
         for key, value in conf.items():
             command += ["--conf", key, str(value)]
         process_env = {**os.environ, "TMPDIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1", **env}
-        log = (workdir / "server.log").open("wb")
-        try:
-            process = subprocess.Popen(command, cwd=REPO, env=process_env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            log.close()
-        server = MonaiLabelServer(f"http://127.0.0.1:{port}", studies_copy, model, workdir, process)
+        process = self._launch(command, process_env, workdir / "server.log", "wb")
+        server = MonaiLabelServer(f"http://127.0.0.1:{port}", studies_copy, model, workdir, process, command, process_env)
         self._wait_until_up(server, timeout_s)
         return server
+
+    def restart(self, server: MonaiLabelServer, timeout_s: float = SERVER_START_TIMEOUT_S) -> MonaiLabelServer:
+        """Stop ``server`` and start it again, same command, port and studies folder (as a site
+        administrator restarts it); the log continues in the same file. Returns the same object."""
+        server.stop()
+        server.process = self._launch(server.command, server.env, server.log_path, "ab")
+        self._wait_until_up(server, timeout_s)
+        return server
+
+    @staticmethod
+    def _launch(command: list[str], env: dict[str, str], log_path: Path, mode: str) -> subprocess.Popen:
+        log = log_path.open(mode)
+        try:
+            return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
 
     @staticmethod
     def _wait_until_up(server: MonaiLabelServer, timeout_s: float) -> None:

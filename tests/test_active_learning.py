@@ -8,6 +8,8 @@ phantoms, one-epoch training) whose segmentation checkpoint only appears during 
 
 from __future__ import annotations
 
+import json
+
 import sys
 import time
 from pathlib import Path
@@ -89,6 +91,41 @@ def test_leases_one_per_client_exclusive_and_expiring():
     now[0] += 61
     assert book.active() == []
     book.grant("c", "client-4")  # expired: free again
+
+
+def test_leases_survive_a_restart_through_their_file(tmp_path: Path):
+    now = [1000.0]
+    path = tmp_path / ".insight" / "leases.json"
+    book = LeaseBook(timeout_s=60, clock=lambda: now[0], path=path)
+    book.grant("a", "client-1", strategy="uncertainty")
+    book.grant("b", "client-2")
+    book.release("b", "client-2")
+    saved = json.loads(path.read_text())
+    assert [item["image_id"] for item in saved["leases"]] == ["a"]
+    assert not [p for p in path.parent.iterdir() if p.name != "leases.json"]  # no temporary file left
+
+    now[0] += 30  # the "restarted server" reads the file
+    reopened = LeaseBook(timeout_s=600, clock=lambda: now[0], path=path)
+    (lease,) = reopened.active()
+    assert (lease.image_id, lease.client_id, lease.strategy, lease.expires_at) == ("a", "client-1", "uncertainty", 1060.0)
+    with pytest.raises(ValueError, match="leased to another client"):
+        reopened.grant("a", "client-2")
+
+    now[0] += 31  # expired while the server was down: dropped on reading, and from the file
+    assert LeaseBook(timeout_s=60, clock=lambda: now[0], path=path).active() == []
+    assert json.loads(path.read_text())["leases"] == []
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"leases": 3}', '{"leases": [{"image_id": 1}]}', "[]"])
+def test_an_unreadable_lease_file_is_kept_aside_and_the_book_starts_empty(tmp_path: Path, content: str, caplog):
+    path = tmp_path / "leases.json"
+    path.write_text(content)
+    book = LeaseBook(timeout_s=60, clock=lambda: 1234.0, path=path)
+    assert book.active() == []
+    assert (tmp_path / "leases.json.unreadable-1234").read_text() == content
+    assert "unreadable" in caplog.text
+    book.grant("x", "client-1")
+    assert json.loads(path.read_text())["leases"][0]["image_id"] == "x"
 
 
 @pytest.fixture
@@ -312,3 +349,21 @@ def test_tiny_training_over_rest_is_served_without_restart(server, demo_model_pa
     answer = requests.post(server.url("/infer/pe_insight"), params={"image": images(server)[0], "output": "json"},
                            timeout=TIMEOUT_S)
     assert answer.status_code == 200 and answer.json()["model_version"] == new_version
+
+
+def test_leases_survive_a_server_restart(monailabel_server_factory, workdir: Path, demo_model_path: Path):
+    """A site restarts its server mid-campaign: the cases annotators hold stay theirs."""
+    server = monailabel_server_factory(workdir / "studies", demo_model_path, conf={"lease_timeout_s": "900"})
+    first = next_sample(server, "random", "annotator-1")
+    assert first.status_code == 200, first.text
+    held = first.json()["id"]
+    assert (server.studies_dir / ".insight" / "leases.json").is_file()
+
+    monailabel_server_factory.restart(server)
+    leases = requests.get(server.url("/insight/leases"), timeout=TIMEOUT_S).json()["leases"]
+    assert [(lease["image_id"], lease["client_id"]) for lease in leases] == [(held, "annotator-1")]
+    others = [next_sample(server, "random", f"annotator-{i}") for i in range(2, 7)]  # the 5 other images
+    assert all(response.status_code == 200 for response in others), [r.text for r in others]
+    assert held not in {response.json()["id"] for response in others}
+    assert requests.delete(server.url(f"/insight/leases/{held}"), params={"client_id": "annotator-1"},
+                           timeout=TIMEOUT_S).status_code == 200

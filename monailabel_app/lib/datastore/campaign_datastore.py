@@ -76,7 +76,9 @@ class CampaignDatastore(LocalDatastore):
         self._config_state: tuple[int, int, int] | None = None
         self._thread_lock = threading.RLock()
         super().__init__(datastore_path, **kwargs)
-        self.history_root = Path(datastore_path) / RUNTIME_DIR / HISTORY_DIR
+        #: The campaign's own state (label history, leases, scores index) beside the studies.
+        self.runtime_dir = Path(datastore_path) / RUNTIME_DIR
+        self.history_root = self.runtime_dir / HISTORY_DIR
 
     # -- reading and writing datastore_v2.json -------------------------------------------------------
     def _file_state(self) -> tuple[int, int, int] | None:
