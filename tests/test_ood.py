@@ -181,3 +181,17 @@ def test_a_stale_or_damaged_sidecar_turns_the_check_off_visibly(calibration, tmp
     assert "cannot read OOD calibration" in InsightPredictor.from_checkpoint(model, "cpu").ood_unavailable
     broken = screen_out_of_distribution(calibration, np.ones(8, dtype=np.float32))  # wrong dims: flagged, no raise
     assert broken.codes == ["qa_check_failed"]
+
+
+def test_the_shipped_demo_model_flags_real_chest_ct_and_passes_its_own_sample_phantom():
+    """The demo model ships its OOD calibration (sample-data/models/pe_insight_demo.ood.json): a
+    clinician who opens a real (non-CTPA) chest CT with it is told the model was not made for it."""
+    predictor = InsightPredictor.from_checkpoint(DEMO_MODEL, "cpu")
+    assert predictor.ood is not None, predictor.ood_unavailable
+    stored = json.loads(ood_sidecar_path(DEMO_MODEL).read_text())
+    assert stored["calibration"]["n_held_out"] >= 40  # enough held-out studies for a stable threshold
+    real = predictor.predict_file(REAL_CT_QA / "A0001_5mm_4x4.nrrd")
+    assert OOD_FLAG_CODE in [f["code"] for f in real.qa["flags"]]
+    assert real.qa["measurements"]["ood_distance"] > real.qa["measurements"]["ood_threshold"]
+    sample = predictor.predict_file(DEMO_MODEL.parents[1] / "studies" / "phantom_s7_0000.nii.gz")
+    assert OOD_FLAG_CODE not in [f["code"] for f in sample.qa["flags"]]
