@@ -3,7 +3,10 @@
 Made for a one-GPU machine with 16 cores (an H100 here); it also runs on CPU (DEV=cpu, PROCS=2),
 slowly. Environment: OUT (unused but required by the device tool), WORK (default /tmp/work),
 DEV (cuda | cpu), PROCS (processes for generation/preparation), TRAIN_SEEDS (48-scan training
-sets, default 10 = 480 scans), TRAIN_SECONDS (wall-clock budget; variants still running are stopped).
+sets, default 10 = 480 scans), TRAIN_SECONDS (wall-clock budget; variants still running are stopped),
+PHANTOM_ARGS (extra `insight phantom` arguments, e.g. "--shape 256 256 160 --spacing 1.25 1.25 1.5"),
+PREPROCESS_JSON (PreprocessConfig fields for the prepared tensors, e.g. '{"target_spacing_xyz": [1.25, 1.25, 1.5]}';
+a variant's model grid must match it).
 
     python scripts/experiments/weak_label_sweep.py data                 # phantoms + prepared tensors
     python scripts/experiments/weak_label_sweep.py train VARIANTS.json  # one process per variant
@@ -12,7 +15,7 @@ A variant is {"model": ModelConfig fields, "train": TrainConfig fields, "region"
 "oracle": true for the pixel-supervised upper bound (reads the clot masks: never a product model)}.
 Results of the 2026-11-23 runs: docs/experiments/2026-11-23-h100-weak-label-sweep/.
 """
-import json, os, sys, time, subprocess, multiprocessing as mp, logging
+import dataclasses, json, os, sys, time, subprocess, multiprocessing as mp, logging
 from pathlib import Path
 import torch
 
@@ -25,18 +28,23 @@ DEADLINE = time.time() + float(os.environ.get("TRAIN_SECONDS", "330"))
 def gen(args):
     n, seed, out = args
     from insight.cli import main
-    main(["phantom", "--n", str(n), "--seed", str(seed), "--out", str(out), "--no-progress"])
+    main(["phantom", "--n", str(n), "--seed", str(seed), "--out", str(out), "--no-progress",
+          *os.environ.get("PHANTOM_ARGS", "").split()])
+
+
+def preprocess_config():
+    from insight.config import PreprocessConfig
+    return PreprocessConfig(**json.loads(os.environ.get("PREPROCESS_JSON", "{}")))
 
 
 def prep_one(args):
-    from insight.config import PreprocessConfig
     from insight.io.image_io import read_image
     from insight.preprocessing import prepare_volume
     import numpy as np
     torch.set_num_threads(1)
     import SimpleITK as sitk
     name, path, label = args
-    mi = prepare_volume(read_image(path), PreprocessConfig())
+    mi = prepare_volume(read_image(path), preprocess_config())
     clot_path = Path(path).parent / "truth" / f"{name}_clot.nii.gz"
     clot = np.zeros(mi.windowed.shape, np.uint8)
     if clot_path.exists():
@@ -63,11 +71,11 @@ def train_variant(name, spec):
     from insight.training.dataset import PreparedCase
     from insight.training import InsightTrainer
     torch.set_num_threads(2)
-    from insight.config import PreprocessConfig
     ri = 5 if spec.get("region") == "vessels" else 3
     tr = [PreparedCase(*t[:3], t[ri]) for t in torch.load(WORK / "train.pt")]
     va = [PreparedCase(*t[:3], t[ri]) for t in torch.load(WORK / "val.pt")]
-    cfg = InsightConfig(preprocess=PreprocessConfig(search_region=spec.get("region", "chest")), model=ModelConfig(**spec["model"]))
+    preprocess = dataclasses.replace(preprocess_config(), search_region=spec.get("region", "chest"))
+    cfg = InsightConfig(preprocess=preprocess, model=ModelConfig(**spec["model"]))
     tc = TrainConfig(**spec["train"])
     if spec.get("oracle"):
         return oracle(name, cfg, tc, [t[4] for t in torch.load(WORK / "train.pt")], tr, va)
@@ -101,11 +109,14 @@ def oracle(name, cfg, tc, clots, tr, va):
         with torch.no_grad():
             for c in va:
                 o = model(slice_stack(c.volume.float(), 1).to(DEV), region=c.region.to(DEV))
-                probs.append(float(torch.sigmoid(o.detection_logits.float()).amax()))
+                # only cells in the search region: cells outside it were never supervised
+                rc = model.region_cells(c.region.to(DEV), o.detection_logits.shape[-2:])
+                probs.append(float(torch.sigmoid(o.detection_logits.float()[rc]).amax()))
         auc = auroc(np.array([c.label for c in va]), np.array(probs))
         hist.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_auroc": auc, "seconds": time.time() - t})
         log.info("epoch %d loss %.4f val_auroc(max det) %.3f", epoch + 1, np.mean(losses), auc)
         (out_dir / "metrics.json").write_text(json.dumps({"history": hist}))
+        torch.save(model.state_dict(), out_dir / "oracle_state.pt")
 
 
 if __name__ == "__main__":
