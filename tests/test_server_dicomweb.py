@@ -255,3 +255,34 @@ def test_a_seg_stored_on_the_pacs_becomes_the_final_label(server, pacs, series):
     (version,) = requests.get(server.url(f"/insight/labels/{uid}/versions"), params={"tag": "final"},
                               timeout=TIMEOUT_S).json()["versions"]
     assert version["provenance"]["method"] == "pseudo" and version["provenance"]["model_version"] == "v9"
+
+
+def test_qa_on_a_pacs_series_reads_its_dicom_headers(server, pacs, series, tmp_path):
+    """A series with a slice missing: the cached NIfTI looks evenly spaced, only the headers tell."""
+    source = series[_phantoms(series)[0]]
+    files = sorted(source.iterdir(), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True)
+                                                        .ImagePositionPatient[2]))
+    gapped = tmp_path / "gapped"
+    gapped.mkdir()
+    uid = pydicom.uid.generate_uid()
+    for i, path in enumerate(files):
+        if i == len(files) // 2:
+            continue  # the lost slice
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesInstanceUID = uid
+        dataset.SOPInstanceUID = pydicom.uid.generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.save_as(gapped / path.name, write_like_original=False)
+    PacsClient(pacs.dicomweb_url, timeout_s=30).store_folder(gapped)
+
+    response = requests.post(server.url("/infer/pe_insight"), params={"image": uid, "output": "json"},
+                             timeout=TIMEOUT_S)
+    assert response.status_code == 200, response.text[:500]
+    flags = {flag["code"]: flag for flag in response.json()["qa"]["flags"]}
+    assert "missing_slices" in flags and flags["missing_slices"]["severity"] == "fail", sorted(flags)
+    assert response.json()["qa"]["verdict"] == "fail"
+    # the voxels alone (the cached NIfTI, read without its headers) do not show the gap
+    (cached,) = server.studies_dir.rglob(f"{uid}.nii.gz")  # the datastore cache: <uid>.nii.gz beside <uid>/
+    assert (cached.parent / uid).is_dir()
+    voxels_only = InsightPredictor.from_checkpoint(server.model_path, device="cpu").predict_file(cached)
+    assert "missing_slices" not in [flag["code"] for flag in voxels_only.qa["flags"]]

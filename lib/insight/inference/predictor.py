@@ -156,13 +156,19 @@ class InsightPredictor:
         return cls(loaded.model, loaded.config, loaded.model_version, dev, run_qa=run_qa, ood=ood,
                    ood_unavailable=ood_unavailable)
 
-    def predict_file(self, path: str | os.PathLike) -> PredictionResult:
-        """Read a NIfTI/NRRD file or DICOM series folder and predict it (DICOM headers feed QA)."""
+    def predict_file(self, path: str | os.PathLike, header_folder: str | os.PathLike | None = None) -> PredictionResult:
+        """Read a NIfTI/NRRD file or DICOM series folder and predict it (DICOM headers feed QA).
+
+        ``header_folder``: the DICOM series folder a converted volume came from (e.g. a DICOMweb
+        cache keeps ``<series>.nii.gz`` beside ``<series>/``); its headers feed QA as a series
+        folder's would. Ignored when ``path`` is itself a folder.
+        """
         start = time.perf_counter()
         image = read_image(path)
         read_s = time.perf_counter() - start
         start = time.perf_counter()
-        metadata = read_series_metadata(path) if self.run_qa and Path(path).is_dir() else None
+        header_source = path if Path(path).is_dir() else header_folder
+        metadata = read_series_metadata(header_source) if self.run_qa and header_source is not None else None
         header_s = time.perf_counter() - start
         result = self.predict_image(image, name=case_name(path), metadata=metadata)
         if "qa" in result.timings_s:

@@ -28,12 +28,12 @@ Why not MONAI Label's class as it is (what blocks it in this app, read in 0.8.5'
   ``has_image`` asks the PACS and fetches the series, so labels, weak labels and infos attach to a
   series nobody opened yet.
 
-What works as with a local studies folder: inference by image id, labels with versions and
-provenance (each final version is also a SEG series on the PACS), weak labels, leases, scoring.
-What does not: adding images through the server (``PUT /datastore``: store the series on the PACS
-instead); ``labels.csv`` import (there is no studies folder); DICOM header QA at inference (the
-infer task gets the cached NIfTI, so QA sees the voxels, not the headers). Old SEG series stay on
-the PACS (DICOMweb has no delete): every saved final version is one SEG series.
+What works as with a local studies folder: inference by image id (QA reads the DICOM headers of
+the cached series folder beside the NIfTI: true slice positions, modality, body part), labels with
+versions and provenance (each final version is also a SEG series on the PACS), weak labels, leases,
+scoring. What does not: adding images through the server (``PUT /datastore``: store the series on
+the PACS instead); ``labels.csv`` import (there is no studies folder). Old SEG series stay on the
+PACS (DICOMweb has no delete): every saved final version is one SEG series.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from insight.errors import InsightError, ModelError
 from insight.inference import InsightPredictor, PredictionResult
 from insight.io import write_image
-from lib.infers.serialized import predict_serialized, request_image
+from lib.infers.serialized import dicom_header_folder, predict_serialized, request_image
 
 __all__ = ["PEInsightInfer", "PE_LABELS"]
 
@@ -188,7 +188,8 @@ class PEInsightInfer(InferTask):
         if self.predictor is None:
             raise ModelError(f"model not loaded: {self.load_error}")
         image, client_name = request_image(request)
-        result = predict_serialized(self._lock, lambda: self.predictor, image, client_name)
+        result = predict_serialized(self._lock, lambda: self.predictor, image, client_name,
+                                    header_folder=None if client_name else dicom_header_folder(image))
         logger.info("pe_insight: %s p(PE)=%.4f, %d finding(s), waited %.2f s, model %s", result.name,
                     result.pe_probability, len(result.findings), result.timings_s["queue"], result.model_version)
 

@@ -10,7 +10,10 @@ from typing import Any, Callable
 from insight.errors import InputError, InsightError
 from insight.io import case_name
 
-__all__ = ["request_image", "predict_serialized"]
+__all__ = ["request_image", "predict_serialized", "dicom_header_folder"]
+
+#: The converted volume MONAI Label's DICOMweb cache keeps beside each series folder.
+_CACHED_VOLUME_SUFFIX = ".nii.gz"
 
 
 def request_image(request: dict[str, Any]) -> tuple[str, str | None]:
@@ -21,9 +24,25 @@ def request_image(request: dict[str, Any]) -> tuple[str, str | None]:
     return image, request.get("client_filename") or None
 
 
+def dicom_header_folder(image: str) -> str | None:
+    """The DICOM series folder a cached volume was converted from, or None.
+
+    A DICOMweb datastore caches series ``<uid>`` as ``<cache>/<uid>/*.dcm`` and serves
+    ``<cache>/<uid>.nii.gz`` to infer tasks; the headers in the folder carry what the NIfTI lost
+    (true slice positions, modality, body part), which QA needs.
+    """
+    if not image.endswith(_CACHED_VOLUME_SUFFIX):
+        return None
+    folder = image[: -len(_CACHED_VOLUME_SUFFIX)]
+    try:
+        return folder if os.path.isdir(folder) and any(entry.is_file() for entry in os.scandir(folder)) else None
+    except OSError:
+        return None
+
+
 def predict_serialized(lock: threading.Lock, get_predictor: Callable[[], Any], image: str,
-                       client_name: str | None) -> Any:
-    """``get_predictor().predict_file(image)`` under ``lock``, one request at a time.
+                       client_name: str | None, **predict_options: Any) -> Any:
+    """``get_predictor().predict_file(image, **predict_options)`` under ``lock``, one request at a time.
 
     The predictor is taken inside the lock (a reload cannot swap it mid-call). The result's
     ``timings_s`` gains ``queue`` (seconds waited for the lock); for an upload, the result is named
@@ -33,7 +52,7 @@ def predict_serialized(lock: threading.Lock, get_predictor: Callable[[], Any], i
     with lock:
         waited = time.perf_counter() - queued
         try:
-            result = get_predictor().predict_file(image)
+            result = get_predictor().predict_file(image, **predict_options)
         except InsightError as err:
             raise _renamed(err, image, client_name) from err
     result.timings_s = {"queue": waited, **result.timings_s}
