@@ -334,6 +334,8 @@ def test_tiny_training_over_rest_is_served_without_restart(server, demo_model_pa
     assert stats["status"] == "done" and new_version != old_version
     assert stats["previous_model_version"] == old_version and stats["epochs"] == 1
     assert np.isfinite(stats["train_loss"]) and "val_auroc" in stats
+    spread = stats["history"][0].get("val_p_std")  # a tiny one-epoch model: said whether it answers by scan
+    assert spread is None or (stats["warning"] is not None) == (spread < 0.005)
     assert stats["train_images"] + stats["val_images"] == 6 and stats["positives"] == 3
     published = Path(stats["checkpoint"])
     assert published.parent.parent == server.studies_dir / ".insight"

@@ -794,6 +794,9 @@ def test_train_status_progress_from_task_log() -> None:
                                  stats={"model_version": "v2", "epochs": 4, "val_auroc": 0.75, "seconds": 12})
     assert done.progress == 1.0 and done.message == "training pe_insight done: model v2, 4 epoch(s), " \
                                                     "val AUROC 0.750, 12 s"
+    stalled = TrainStatus.from_task("pe_insight", {**task, "status": "DONE"},
+                                    stats={"model_version": "v3", "epochs": 4, "warning": "same answer for every scan"})
+    assert stalled.message == "training pe_insight done: model v3, 4 epoch(s). Warning: same answer for every scan"
     failed = TrainStatus.from_task("pe_insight", {**task, "status": "ERROR"},
                                    stats={"last_error": {"error": "no PE scans"}})
     assert failed.progress is None and failed.message == "training pe_insight failed: no PE scans"

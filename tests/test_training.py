@@ -118,3 +118,14 @@ def test_training_reads_no_masks(tmp_path, data, monkeypatch):
     monkeypatch.setattr(dataset, "read_image", lambda p: opened.append(str(p)) or real_read(p))
     assert cli_main(["train", "--train", str(train_dir), "--out", str(tmp_path / "r"), "--epochs", "1", *TINY_FLAGS]) == 0
     assert opened and all("truth" not in p for p in opened)
+
+
+def test_an_epoch_that_gives_every_scan_the_same_answer_is_flagged(tmp_path, data):
+    from insight.training.trainer import SAME_ANSWER_STD, same_answer_warning
+
+    assert same_answer_warning({"val_p_std": SAME_ANSWER_STD / 2}).startswith("validation p(PE) is the same")
+    assert same_answer_warning({"val_p_std": 0.2}) is None and same_answer_warning({"train_loss": 0.7}) is None
+    assert train(tmp_path / "run", data, epochs=1) == 0
+    (record,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert record["val_p_std"] >= 0.0
+    assert ("warning" in record) == (record["val_p_std"] < SAME_ANSWER_STD)

@@ -495,7 +495,9 @@ def _last_run_text(stats: Mapping[str, Any]) -> str:
             parts.append(f"{name} {value:.3f}")
     if isinstance(stats.get("seconds"), (int, float)):
         parts.append(f"{stats['seconds']:.0f} s")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    warning = stats.get("warning")
+    return f"{text}. Warning: {warning}" if isinstance(warning, str) and warning else text
 
 
 @dataclass

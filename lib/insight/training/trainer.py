@@ -31,12 +31,16 @@ from insight.preprocessing import slice_stack
 from insight.training.augment import VolumeAugmenter
 from insight.training.dataset import PreparedCase
 
-__all__ = ["TrainSummary", "InsightTrainer", "seed_everything"]
+__all__ = ["TrainSummary", "InsightTrainer", "seed_everything", "same_answer_warning", "SAME_ANSWER_STD"]
 
 logger = logging.getLogger(__name__)
 
 #: Without progress bars, a log line every this many scans.
 _LOG_EVERY = 24
+#: Below this standard deviation of validation p(PE) across scans, the model gives every scan the
+#: same answer (the label prior): measured stalls sit at 1e-4 to 1e-3 (docs/experiments/
+#: 2026-11-23-cpu-big-clot-diagnostic), a model that ranks scans spreads far wider.
+SAME_ANSWER_STD = 0.005
 
 
 @dataclass
@@ -53,6 +57,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def same_answer_warning(record: dict[str, Any]) -> str | None:
+    """A warning when an epoch's validation gave every scan (nearly) the same p(PE), else None.
+
+    ``record`` is one history entry; it needs ``val_p_std`` (no validation: None).
+    """
+    spread = record.get("val_p_std")
+    if spread is None or spread >= SAME_ANSWER_STD:
+        return None
+    return (f"validation p(PE) is the same for every scan (std {spread:.4f} < {SAME_ANSWER_STD}): the model "
+            f"answers the label prior, not the scan; it has not learned to detect PE (yet)")
 
 
 class InsightTrainer:
@@ -124,6 +140,10 @@ class InsightTrainer:
             if val_cases:
                 record.update(self.validate(val_cases, val_cache))
             record["seconds"] = round(time.perf_counter() - started, 2)
+            warning = same_answer_warning(record)
+            if warning:
+                record["warning"] = warning
+                logger.warning("epoch %d: %s", epoch + 1, warning)
             self.history.append(record)
             improved = self._is_improvement(record)
             if improved:
@@ -233,7 +253,7 @@ class InsightTrainer:
         labels = np.asarray([c.label for c in cases])
         clipped = np.clip(probs, 1e-6, 1 - 1e-6)
         bce = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
-        metrics = {"val_bce": bce, "val_auroc": auroc(labels, probs)}
+        metrics = {"val_bce": bce, "val_auroc": auroc(labels, probs), "val_p_std": float(probs.std())}
         if labels.any() and not labels.all():
             metrics["val_mean_p_pe"] = float(probs[labels == 1].mean())
             metrics["val_mean_p_no_pe"] = float(probs[labels == 0].mean())

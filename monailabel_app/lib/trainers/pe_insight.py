@@ -11,7 +11,8 @@ model version changes. Each run keeps its own folder ``<model_dir>/pe_insight_ru
 Train stats go to ``<model_dir>/pe_insight.train_stats.json`` (atomically) and show in /info under
 ``train_stats.pe_insight``: ``status``, ``model_version``, ``previous_model_version``, ``epochs``,
 ``best_epoch``, ``train_loss``, ``val_auroc`` (null when the validation set lacks a class),
-``history``, ``train_images``, ``val_images``, ``positives``, ``negatives``, ``left_out`` (uncertain /
+``warning`` (set when the published epoch gave every validation scan the same p(PE): the model
+has not learned; else null), ``history``, ``train_images``, ``val_images``, ``positives``, ``negatives``, ``left_out`` (uncertain /
 unlabeled), ``device``, ``started``, ``finished``, ``seconds``, ``checkpoint``; a failed run adds
 ``last_error`` and keeps the last good run's fields.
 
@@ -310,6 +311,8 @@ class PEInsightTrain(TrainTask):
             "status": "done", "model_version": version, "previous_model_version": previous,
             "epochs": len(clean), "best_epoch": best_epoch,
             "train_loss": clean[-1].get("train_loss") if clean else None, "val_auroc": best_auroc,
+            # the published (best) epoch gave every validation scan the same answer: say so
+            "warning": next((r.get("warning") for r in clean if r["epoch"] == best_epoch), None),
             "history": clean, "settings": settings.to_request(),
             "train_images": len(train_ids), "val_images": len(val_ids), "positives": int(sum(labels.values())),
             "negatives": len(labels) - int(sum(labels.values())), "left_out": len(left_out),
