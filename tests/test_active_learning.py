@@ -369,3 +369,19 @@ def test_leases_survive_a_server_restart(monailabel_server_factory, workdir: Pat
     assert held not in {response.json()["id"] for response in others}
     assert requests.delete(server.url(f"/insight/leases/{held}"), params={"client_id": "annotator-1"},
                            timeout=TIMEOUT_S).status_code == 200
+
+
+def test_a_failed_training_adds_last_error_and_keeps_the_last_good_run(tmp_path: Path):
+    from lib.trainers.train_stats import read_stats_file, record_training_error
+
+    path = tmp_path / "pe_insight.train_stats.json"
+    assert read_stats_file(path) == {}
+    path.write_text("{broken")
+    assert read_stats_file(path)["error"].startswith(f"cannot read {path}")
+    record_training_error(path, "pe_insight", "no PE scans", "2026-11-23T06:00:00Z", "2026-11-23T06:00:05Z")
+    assert read_stats_file(path) == {"status": "error", "last_error": {
+        "error": "no PE scans", "started": "2026-11-23T06:00:00Z", "finished": "2026-11-23T06:00:05Z"}}
+    path.write_text(json.dumps({"status": "done", "model_version": "v1"}))
+    record_training_error(path, "pe_insight", "disk full", "a", "b")
+    stats = read_stats_file(path)
+    assert stats["status"] == "done" and stats["model_version"] == "v1" and stats["last_error"]["error"] == "disk full"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import shutil
@@ -44,6 +43,7 @@ from insight.errors import InputError, InsightError
 from insight.io.atomic import atomic_output, write_json_atomic
 from lib.datastore.provenance import utc_now_iso
 from lib.datastore.weak_labels import weak_label_of
+from lib.trainers.train_stats import read_stats_file, record_training_error
 
 __all__ = ["PEInsightTrain", "TrainSettings", "published_checkpoint_path", "train_stats_path", "read_train_stats",
            "train_settings_from_conf"]
@@ -67,13 +67,7 @@ def train_stats_path(model_dir: str | Path) -> Path:
 
 def read_train_stats(model_dir: str | Path) -> dict[str, Any]:
     """The last training's stats ({} when none ran; ``{"error": ...}`` for an unreadable file)."""
-    path = train_stats_path(model_dir)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return {"error": f"cannot read {path}: {err}"}
+    return read_stats_file(train_stats_path(model_dir))
 
 
 @dataclass(frozen=True)
@@ -321,12 +315,4 @@ class PEInsightTrain(TrainTask):
         }
 
     def _record_error(self, message: str, started_iso: str) -> None:
-        stats = read_train_stats(self.model_dir)
-        stats = {k: v for k, v in stats.items() if k != "error"}
-        stats["last_error"] = {"error": message, "started": started_iso, "finished": utc_now_iso()}
-        stats.setdefault("status", "error")
-        try:
-            write_json_atomic(train_stats_path(self.model_dir), stats)
-        except OSError as err:
-            logger.error("cannot write train stats: %s", err)
-        logger.error("pe_insight training failed: %s", message)
+        record_training_error(train_stats_path(self.model_dir), "pe_insight", message, started_iso, utc_now_iso())

@@ -23,7 +23,6 @@ Request keys (defaults from ``--conf seg_train_<key>``): ``epochs`` (20), ``lear
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -38,6 +37,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from insight.errors import InputError, InsightError
 from insight.io.atomic import atomic_output, write_json_atomic
+from lib.trainers.train_stats import read_stats_file, record_training_error
 
 __all__ = ["PESegmentationTrain", "SegTrainSettings", "seg_settings_from_conf", "build_scratch_config",
            "train_stats_path", "runs_dir",
@@ -165,13 +165,7 @@ class PESegmentationTrain(TrainTask):
         return info
 
     def stats(self) -> dict[str, Any]:
-        path = train_stats_path(self.model_path)
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            return {"error": f"cannot read {path}: {err}"}
+        return read_stats_file(train_stats_path(self.model_path))
 
     # -- checks run by the app's /train route before a training process starts ----------------------
     def validate_request(self, request: Mapping[str, Any]) -> SegTrainSettings:
@@ -263,14 +257,8 @@ class PESegmentationTrain(TrainTask):
         return stats
 
     def _record_error(self, message: str, started_wall: float) -> None:
-        stats = {k: v for k, v in self.stats().items() if k != "error"}
-        stats["last_error"] = {"error": message, "started": _iso(started_wall), "finished": _iso(time.time())}
-        stats.setdefault("status", "error")
-        try:
-            write_json_atomic(train_stats_path(self.model_path), stats)
-        except OSError as err:
-            logger.error("cannot write train stats: %s", err)
-        logger.error("pe_segmentation training failed: %s", message)
+        record_training_error(train_stats_path(self.model_path), "pe_segmentation", message, _iso(started_wall),
+                              _iso(time.time()))
 
 
 def _iso(seconds: float) -> str:
