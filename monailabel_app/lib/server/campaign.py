@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
-from monailabel.config import settings
 from monailabel.endpoints import activelearning, datastore, scoring, train
 
 from lib.server import (activelearning_routes, label_routes, lease_routes, scoring_routes, train_routes,
                         weak_label_routes)
-from lib.server.route_replacement import replace_endpoint, server_app
+from lib.server.route_replacement import include_routers_once, replace_endpoint, server_app
 
 __all__ = ["install_campaign_routes"]
 
@@ -45,10 +44,6 @@ def install_campaign_routes(app: FastAPI | None = None) -> None:
     app = app or server_app()
     for old, new, method in _REPLACEMENTS:
         replace_endpoint(app, old, new, method)
-    if not getattr(app.state, "insight_routers_included", False):
-        for router in _ROUTERS:
-            app.include_router(router, prefix=settings.MONAI_LABEL_API_STR)
-        app.state.insight_routers_included = True
-        app.openapi_schema = None
+    include_routers_once(app, _ROUTERS, "insight_routers_included")
     logger.info("annotation-campaign routes installed (weak labels, label history, leases, checked train, "
                 "in-process scoring)")

@@ -34,7 +34,7 @@ from insight.triage import StudyCatalog, SyncReport
 from lib.datastore import RUNTIME_DIR
 from lib.datastore.weak_labels import weak_label_of
 from lib.server.http_errors import require_image
-from lib.server.route_replacement import server_app
+from lib.server.route_replacement import include_routers_once, server_app
 
 __all__ = ["router", "install_retrieval_routes", "synced_catalog", "INSIGHT_MODEL"]
 
@@ -120,10 +120,5 @@ def api_similar(image: str, k: int = Query(5, ge=1, le=100, description="how man
 
 def install_retrieval_routes(app: FastAPI | None = None) -> None:
     """Add ``GET /insight/similar/{image}`` to the running server (idempotent)."""
-    app = app or server_app()
-    if getattr(app.state, "insight_retrieval_routes", False):
-        return
-    app.include_router(router, prefix=settings.MONAI_LABEL_API_STR)
-    app.state.insight_retrieval_routes = True
-    app.openapi_schema = None
-    logger.info("retrieval route installed: GET /insight/similar/{image}")
+    if include_routers_once(app or server_app(), [router], "insight_retrieval_routes"):
+        logger.info("retrieval route installed: GET /insight/similar/{image}")

@@ -9,12 +9,13 @@ routes, or in an included router that newer FastAPI versions keep by reference).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
+from monailabel.config import settings
 
-__all__ = ["replace_endpoint", "server_app"]
+__all__ = ["replace_endpoint", "server_app", "include_routers_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,18 @@ def server_app() -> FastAPI:
     from monailabel.app import app
 
     return app
+
+
+def include_routers_once(app: FastAPI, routers: Iterable[APIRouter], state_flag: str) -> bool:
+    """Add ``routers`` under MONAI Label's API prefix unless ``app.state.<state_flag>`` says they are
+    in already (installing twice must not duplicate routes). True when they were added now."""
+    if getattr(app.state, state_flag, False):
+        return False
+    for router in routers:
+        app.include_router(router, prefix=settings.MONAI_LABEL_API_STR)
+    setattr(app.state, state_flag, True)
+    app.openapi_schema = None  # FastAPI rebuilds the OpenAPI document with the new routes
+    return True
 
 
 def _route_lists(router: Any, seen: set[int] | None = None) -> Iterator[tuple[Any, list]]:

@@ -25,7 +25,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from insight.errors import InsightError
 from insight.triage import DEFAULT_FLAG_THRESHOLD
 from lib.server.retrieval_routes import synced_catalog
-from lib.server.route_replacement import server_app
+from lib.server.route_replacement import include_routers_once, server_app
 
 __all__ = ["router", "install_triage_routes"]
 
@@ -58,10 +58,5 @@ def api_worklist(threshold: float = Query(DEFAULT_FLAG_THRESHOLD, ge=0.0, le=1.0
 
 def install_triage_routes(app: FastAPI | None = None) -> None:
     """Add ``GET /insight/worklist`` to the running server (idempotent)."""
-    app = app or server_app()
-    if getattr(app.state, "insight_triage_routes", False):
-        return
-    app.include_router(router, prefix=settings.MONAI_LABEL_API_STR)
-    app.state.insight_triage_routes = True
-    app.openapi_schema = None
-    logger.info("triage route installed: GET /insight/worklist")
+    if include_routers_once(app or server_app(), [router], "insight_triage_routes"):
+        logger.info("triage route installed: GET /insight/worklist")
