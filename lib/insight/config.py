@@ -20,10 +20,15 @@ __all__ = [
     "InsightConfig",
     "ENCODER_NAMES",
     "POOLING_NAMES",
+    "FIXED_FEATURE_ENCODERS",
+    "FIXED_FEATURE_STRIDES",
 ]
 
-ENCODER_NAMES = ("small_cnn", "filter_bank", "resnet18", "resnet34")
+ENCODER_NAMES = ("small_cnn", "filter_bank", "vessel_filters", "resnet18", "resnet34")
 POOLING_NAMES = ("smoothmax", "max")
+#: Encoders whose features are fixed filters pooled to the stride: any stride in FIXED_FEATURE_STRIDES.
+FIXED_FEATURE_ENCODERS = ("filter_bank", "vessel_filters")
+FIXED_FEATURE_STRIDES = (1, 2, 4, 8)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -84,11 +89,13 @@ class ModelConfig:
 
     Attributes:
         encoder: ``small_cnn`` (trained from scratch, default), ``filter_bank`` (fixed
-            morphological features plus one learned layer: see :mod:`insight.models.filter_bank`)
-            or a torchvision ResNet trunk.
+            morphological features plus one learned layer: see :mod:`insight.models.filter_bank`),
+            ``vessel_filters`` (fixed 3D vessel and filling-defect features plus one learned layer:
+            see :mod:`insight.models.vessel_filters`) or a torchvision ResNet trunk.
         encoder_channels: widths of the small CNN's stages (ignored for ResNet trunks; the last one
-            is the learned width of ``filter_bank``).
-        encoder_stride: output stride of the encoder feature maps (4 or 8).
+            is the learned width of ``filter_bank`` and ``vessel_filters``).
+        encoder_stride: output stride of the encoder feature maps: 4 or 8, or also 1 or 2 for the
+            fixed-feature encoders (``filter_bank``, ``vessel_filters``).
         encoder_weights: optional local weights file for the encoder (a site's pretrained trunk).
         reduce_channels: width after the 1x1 reduction (128 in the paper).
         head_widths: hidden widths of the detection/context modules after the reduction.
@@ -117,7 +124,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _require(self.encoder in ENCODER_NAMES, f"encoder must be one of {ENCODER_NAMES}, got {self.encoder!r}")
-        _require(self.encoder_stride in (4, 8), f"encoder_stride must be 4 or 8, got {self.encoder_stride}")
+        strides = FIXED_FEATURE_STRIDES if self.encoder in FIXED_FEATURE_ENCODERS else (4, 8)
+        _require(self.encoder_stride in strides,
+                 f"encoder_stride of {self.encoder} must be one of {strides}, got {self.encoder_stride}")
         _require(len(self.encoder_channels) >= 2 and all(c > 0 for c in self.encoder_channels),
                  f"encoder_channels needs at least two positive widths, got {self.encoder_channels}")
         _require(self.reduce_channels > 0 and all(w > 0 for w in self.head_widths) and len(self.head_widths) == 3,

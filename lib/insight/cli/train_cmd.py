@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from insight.config import InsightConfig, ModelConfig, TrainConfig, ENCODER_NAMES
+from insight.config import ENCODER_NAMES, FIXED_FEATURE_STRIDES, InsightConfig, ModelConfig, TrainConfig
 from insight.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder", choices=ENCODER_NAMES, default=ModelConfig.encoder)
     parser.add_argument("--encoder-channels", type=int, nargs="+", default=list(ModelConfig.encoder_channels),
                         help="small_cnn stage widths")
-    parser.add_argument("--encoder-stride", type=int, choices=(4, 8), default=ModelConfig.encoder_stride)
+    parser.add_argument("--encoder-stride", type=int, choices=FIXED_FEATURE_STRIDES, default=ModelConfig.encoder_stride,
+                        help="feature-map stride: 4 or 8 for every encoder, 1 or 2 too for filter_bank and vessel_filters")
     parser.add_argument("--encoder-weights", type=Path, help="local weights file for the encoder (optional)")
     parser.add_argument("--reduce-channels", type=int, default=ModelConfig.reduce_channels)
     parser.add_argument("--head-widths", type=int, nargs=3, default=list(ModelConfig.head_widths))

@@ -17,6 +17,7 @@ from torch import nn
 from insight.config import ModelConfig
 from insight.errors import ModelError
 from insight.models.filter_bank import FilterBankEncoder
+from insight.models.vessel_filters import VesselFilterEncoder
 
 __all__ = ["SmallCNNEncoder", "ResNetTrunkEncoder", "build_encoder"]
 
@@ -109,8 +110,9 @@ def _load_local_weights(net: nn.Module, weights_path: str) -> None:
 
 def build_encoder(config: ModelConfig, in_channels: int) -> nn.Module:
     """Build the encoder named in ``config`` for ``in_channels`` stacked slices."""
-    if config.encoder == "filter_bank":
-        encoder = FilterBankEncoder(in_channels, config.encoder_channels[-1], config.encoder_stride)
+    fixed_feature_encoders = {"filter_bank": FilterBankEncoder, "vessel_filters": VesselFilterEncoder}
+    if config.encoder in fixed_feature_encoders:
+        encoder = fixed_feature_encoders[config.encoder](in_channels, config.encoder_channels[-1], config.encoder_stride)
         if config.encoder_weights:
             _load_local_weights(encoder, config.encoder_weights)
         return encoder

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from insight.config import FIXED_FEATURE_STRIDES
+
 __all__ = ["FilterBankEncoder"]
 
 #: Structuring-element radii (pixels) of the black top-hats, and of the white top-hat.
@@ -55,7 +57,7 @@ class FilterBankEncoder(nn.Module):
     Args:
         in_channels: stacked slices (odd; the centre one is the slice of interest).
         out_channels: width of the learned layer.
-        stride: output stride (4 or 8).
+        stride: output stride (1, 2, 4 or 8).
     """
 
     N_FIXED = 1 + 1 + len(_BLACK_TOPHAT_RADII) + 1 + 1 + 1
@@ -64,8 +66,8 @@ class FilterBankEncoder(nn.Module):
         super().__init__()
         if in_channels < 1 or in_channels % 2 == 0:
             raise ValueError(f"in_channels must be odd (centre slice plus neighbours), got {in_channels}")
-        if stride not in (4, 8):
-            raise ValueError(f"stride must be 4 or 8, got {stride}")
+        if stride not in FIXED_FEATURE_STRIDES:
+            raise ValueError(f"stride must be one of {FIXED_FEATURE_STRIDES}, got {stride}")
         self.in_channels = in_channels
         self.stride = stride
         self.out_channels = out_channels
