@@ -104,3 +104,26 @@ def test_stride_one_heatmap_has_the_input_resolution():
                                      reduce_channels=4, head_widths=(4, 4, 4), context_depth=1), in_channels=1)
     out = model(torch.rand(5, 1, 20, 22))
     assert out.heatmap.shape[-2:] == (20, 22)
+
+
+def test_cli_trains_vessel_filters_at_stride_2_and_the_predictor_maps_the_heatmap_onto_the_input(tmp_path):
+    import SimpleITK as sitk
+
+    from insight.cli import main as cli_main
+    from insight.inference import InsightPredictor
+    from insight.models.checkpoint import load_checkpoint
+    from tests.test_training import TINY_FLAGS, make_weak_label_folder
+
+    train_dir = make_weak_label_folder(tmp_path / "train", 4, 0)
+    out = tmp_path / "run"
+    assert cli_main(["train", "--train", str(train_dir), "--val", str(train_dir), "--out", str(out), "--epochs", "1",
+                     "--encoder", "vessel_filters", "--encoder-stride", "2", *TINY_FLAGS]) == 0
+    checkpoint = load_checkpoint(out / "best.pt")
+    assert checkpoint.model_version.startswith("insight-vessel_filters-")
+    assert checkpoint.config.model.encoder_stride == 2
+    image = sitk.ReadImage(str(train_dir / "case_1.nii.gz"))
+    result = InsightPredictor.from_checkpoint(out / "best.pt", device="cpu").predict_image(image, "case_1")
+    assert result.heatmap.GetSize() == image.GetSize()
+    assert result.heatmap.GetSpacing() == image.GetSpacing()
+    values = sitk.GetArrayFromImage(result.heatmap)
+    assert 0.0 <= values.min() and values.max() <= 1.0 and 0.0 <= result.pe_probability <= 1.0
