@@ -127,3 +127,26 @@ def test_cli_trains_vessel_filters_at_stride_2_and_the_predictor_maps_the_heatma
     assert result.heatmap.GetSpacing() == image.GetSpacing()
     values = sitk.GetArrayFromImage(result.heatmap)
     assert 0.0 <= values.min() and values.max() <= 1.0 and 0.0 <= result.pe_probability <= 1.0
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_feature_cache_switch_decides_whether_augmentation_reaches_the_fixed_features(tmp_path, cache):
+    """Cached: the trainer feeds pooled fixed features. Not cached: it feeds the augmented slice stacks."""
+    from insight.config import InsightConfig, TrainConfig
+    from insight.training import InsightTrainer
+    from insight.training.dataset import PreparedCase
+
+    generator = torch.Generator().manual_seed(0)
+    cases = [PreparedCase(f"c{i}", torch.rand(6, 16, 16, generator=generator).half(), i % 2) for i in range(2)]
+    config = InsightConfig(model=ModelConfig(encoder="vessel_filters", encoder_channels=(4, 4), reduce_channels=4,
+                                             head_widths=(4, 4, 4), context_depth=1))
+    trainer = InsightTrainer(config, TrainConfig(epochs=1, cache_fixed_features=cache, amp=False), tmp_path, "cpu")
+    trainer.fit(cases, progress=False)
+    assert (trainer._precomputed is not None) == cache
+    inputs, _ = trainer._training_input(0, cases[0], torch.Generator().manual_seed(1))
+    expected_channels = 2 * VesselFilterEncoder.N_FIXED if cache else config.preprocess.in_channels
+    assert inputs.shape[1] == expected_channels
+    if not cache:  # intensity augmentation reaches the encoder's input (flips alone would not change values)
+        raw = cases[0].volume.float()
+        centres = [trainer._training_input(0, cases[0], torch.Generator().manual_seed(k))[0][:, 1] for k in range(8)]
+        assert any(not torch.allclose(c, raw) and not torch.allclose(c, raw.flip(-1)) for c in centres)

@@ -161,6 +161,10 @@ class TrainConfig:
         negative_topk_fraction: fraction of a negative scan's heatmap locations (the hottest) that
             the hard-negative term pushes down per step.
         scans_per_step: scans (MIL bags) whose losses are averaged per optimizer step.
+        cache_fixed_features: compute a fixed-feature encoder's parameter-free part once per
+            training scan and reuse it every epoch (fast, but cached inputs only get the left-right
+            flip: noise and intensity augmentation no longer reach them). False computes it every
+            step from the augmented volume. Validation always uses a cache.
     """
 
     epochs: int = 20
@@ -175,6 +179,7 @@ class TrainConfig:
     negative_weight: float = 0.0
     negative_topk_fraction: float = 0.01
     scans_per_step: int = 1
+    cache_fixed_features: bool = True
 
     def __post_init__(self) -> None:
         _require(self.negative_weight >= 0, f"negative_weight must be >= 0, got {self.negative_weight}")

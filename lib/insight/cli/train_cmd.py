@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fraction of a negative scan's hottest locations the term pushes down")
     parser.add_argument("--scans-per-step", type=int, default=TrainConfig.scans_per_step,
                         help="scans whose losses are averaged per optimizer step")
+    parser.add_argument("--no-feature-cache", action="store_true",
+                        help="filter_bank / vessel_filters: compute the fixed features every step from the augmented "
+                             "scan instead of once per scan (slower; noise and intensity augmentation then reach them)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         train_config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
                                    augment=not args.no_augment, num_threads=args.threads,
                                    slice_stride=args.slice_stride, negative_weight=args.negative_weight,
-                                   negative_topk_fraction=args.negative_topk, scans_per_step=args.scans_per_step)
+                                   negative_topk_fraction=args.negative_topk, scans_per_step=args.scans_per_step,
+                                   cache_fixed_features=not args.no_feature_cache)
     except ValueError as err:
         raise InputError(str(err)) from err
     config = InsightConfig(model=model_config)

@@ -124,7 +124,8 @@ class InsightTrainer:
             progress: bool = True) -> TrainSummary:
         if not train_cases:
             raise InputError("no training cases")
-        self._precomputed = self._precompute(train_cases) if self.model.supports_precompute else None
+        cache_train = self.model.supports_precompute and self.train_config.cache_fixed_features
+        self._precomputed = self._precompute(train_cases) if cache_train else None
         val_cache = self._precompute(val_cases) if (val_cases and self.model.supports_precompute) else None
         labels = {c.label for c in train_cases}
         if labels != {0, 1}:
