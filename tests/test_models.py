@@ -184,8 +184,9 @@ def test_filter_bank_black_tophat_marks_a_filling_defect_not_a_node_beside_the_v
     assert float(tophat[24, 27]) < 0.5 * float(tophat[24, 16])
 
 
-def test_insight_model_on_filter_bank_encoder_trains_a_step():
-    model = InsightModel(ModelConfig(encoder="filter_bank", encoder_channels=(8, 8), reduce_channels=8,
+@pytest.mark.parametrize("encoder", ["filter_bank", "vessel_filters"])
+def test_insight_model_on_a_fixed_feature_encoder_trains_a_step(encoder):
+    model = InsightModel(ModelConfig(encoder=encoder, encoder_channels=(8, 8), reduce_channels=8,
                                      head_widths=(8, 8, 8), context_depth=1), in_channels=3)
     out = model(torch.rand(4, 3, 32, 32))
     InsightLoss()(out.probability, torch.ones(1), out.detection_logits).backward()
