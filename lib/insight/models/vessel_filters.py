@@ -63,7 +63,8 @@ def _blur3d(volume: torch.Tensor, sigma: float) -> torch.Tensor:
 def _box_max(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """Grey dilation of [1, 1, Z, Y, X] by a box (odd sizes), replicate padding.
 
-    One 1D max per axis: the same result as one box-shaped max, several times faster.
+    One 1D max per axis: the same result as one box-shaped max, 2.7x faster for a 3 x 7 x 7 box
+    (``benchmarks/vessel_filters_speed.py``).
     """
     out = volume
     for axis, length in enumerate(size):
@@ -91,8 +92,9 @@ def symmetric_eigenvalues(a11: torch.Tensor, a22: torch.Tensor, a33: torch.Tenso
                           a13: torch.Tensor, a23: torch.Tensor) -> torch.Tensor:
     """Eigenvalues (ascending) of symmetric 3x3 matrices given by their six entries (same shapes).
 
-    The closed-form trigonometric solution (Smith 1961): about ten times faster on the CPU than
-    ``torch.linalg.eigvalsh`` on a batch of 3x3 matrices, and exact to float32 rounding.
+    The closed-form trigonometric solution (Smith 1961), exact to float32 rounding. On 80x100x116
+    matrices it took 0.048 s against 0.97 s for ``torch.linalg.eigvalsh`` (one CPU thread;
+    ``benchmarks/vessel_filters_speed.py``).
     Returns [3, *shape].
     """
     q = (a11 + a22 + a33) / 3.0
