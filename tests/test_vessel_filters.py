@@ -71,6 +71,8 @@ def test_closed_form_eigenvalues_match_eigvalsh_including_repeated_ones():
     entries = [matrices[:, i, j] for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))]
     ours = symmetric_eigenvalues(*entries).T
     np.testing.assert_allclose(ours.numpy(), torch.linalg.eigvalsh(matrices).numpy(), atol=1e-6)
+    flat = torch.zeros(4)  # float32, exactly zero: a constant (clipped) region of the scan
+    assert torch.isfinite(symmetric_eigenvalues(flat, flat, flat, flat, flat, flat)).all()
 
 
 def test_separable_box_max_equals_the_box_max_filter():
@@ -141,3 +143,10 @@ def test_feature_cache_switch_decides_whether_augmentation_reaches_the_fixed_fea
         raw = cases[0].volume.float()
         centres = [trainer._training_input(0, cases[0], torch.Generator().manual_seed(k))[0][:, 1] for k in range(8)]
         assert any(not torch.allclose(c, raw) and not torch.allclose(c, raw.flip(-1)) for c in centres)
+
+
+@pytest.mark.parametrize("n_slices", [1, 2])
+def test_a_one_or_two_slice_volume_gets_features_not_an_error(n_slices):
+    encoder = VesselFilterEncoder(3, out_channels=4, stride=4)
+    out = encoder(torch.rand(n_slices, 3, 20, 20))
+    assert out.shape == (n_slices, 4, 5, 5) and torch.isfinite(out).all()

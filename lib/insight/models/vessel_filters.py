@@ -84,7 +84,12 @@ def _box_mean(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
 
 
 def _gradient(volume: torch.Tensor, axis: int) -> torch.Tensor:
-    """Central differences along spatial ``axis`` (0 = z) of [1, 1, Z, Y, X]; one-sided at the ends."""
+    """Central differences along spatial ``axis`` (0 = z) of [1, 1, Z, Y, X]; one-sided at the ends.
+
+    An axis one voxel long (a single-slice scan) has no change along it: zeros.
+    """
+    if volume.shape[2 + axis] < 2:
+        return torch.zeros_like(volume)
     return torch.gradient(volume, dim=2 + axis)[0]
 
 
@@ -102,7 +107,8 @@ def symmetric_eigenvalues(a11: torch.Tensor, a22: torch.Tensor, a33: torch.Tenso
     b11, b22, b33 = a11 - q, a22 - q, a33 - q
     p = torch.sqrt(((b11 * b11 + b22 * b22 + b33 * b33 + 2.0 * off) / 6.0).clamp_min(1e-30))
     det = (b11 * (b22 * b33 - a23 * a23) - a12 * (a12 * b33 - a23 * a13) + a13 * (a12 * a23 - b22 * a13))
-    r = (det / (2.0 * p ** 3)).clamp(-1.0, 1.0)
+    # Where the matrix is (nearly) a multiple of the identity, p is ~0 and all three eigenvalues are q.
+    r = torch.where(p > 1e-12, det / (2.0 * p ** 3), torch.zeros_like(p)).clamp(-1.0, 1.0)
     phi = torch.acos(r) / 3.0
     largest = q + 2.0 * p * torch.cos(phi)
     smallest = q + 2.0 * p * torch.cos(phi + 2.0 * math.pi / 3.0)
