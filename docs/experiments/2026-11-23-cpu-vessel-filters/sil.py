@@ -15,7 +15,10 @@ def load(key, prep_tags):
         out.append((c.label, f.float().permute(0, 2, 3, 1).numpy()[rc]))
     return out
 tr = load(trkey, sys.argv[3].split(","))
-va = load(f"feat_vessel_filters_s{S}_phantom_s201_0000_24.pt", ["val"])
+# optional 4th argument "test": score the 40 test phantoms (seed 301) instead of val
+EVAL = sys.argv[4] if len(sys.argv) > 4 else "val"
+va = load({"val": f"feat_vessel_filters_s{S}_phantom_s201_0000_24.pt",
+           "test": f"feat_vessel_filters_s{S}_phantom_s301_0000_40.pt"}[EVAL], [EVAL])
 rng = np.random.default_rng(0)
 X = np.concatenate([x[rng.choice(len(x), 4000, replace=False)] for _, x in tr])
 Y = np.concatenate([np.full(4000, y) for y, _ in tr])
@@ -24,7 +27,7 @@ for name, clf in [("hgb", HistGradientBoostingClassifier(max_iter=200, max_leaf_
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     clf = make_pipeline(StandardScaler(), clf).fit(X, Y)
-    for setname, data in (("train", tr), ("val", va)):
+    for setname, data in (("train", tr), (EVAL, va)):
         ys, mx, top = [], [], []
         for y, x in data:
             p = clf.predict_proba(x)[:, 1]
