@@ -46,17 +46,21 @@ _CONTRAST = 450.0 / 700.0
 _AERATED = 0.05
 
 
+def _pad_axis(volume: torch.Tensor, axis: int, pad: int) -> torch.Tensor:
+    """Replicate-pad [1, 1, Z, Y, X] by ``pad`` voxels on both sides of spatial ``axis`` (0 = z)."""
+    padding = [0] * 6  # F.pad lists the last axis (x) first
+    padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = pad
+    return F.pad(volume, padding, mode="replicate")
+
+
 def _blur3d(volume: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of [1, 1, Z, Y, X] (replicate padding), sigma in voxels."""
     kernel = _gaussian_kernel(sigma).to(volume)
-    pad = kernel.numel() // 2
     out = volume
     for axis in range(3):
         shape = [1, 1, 1, 1, 1]
         shape[2 + axis] = -1
-        padding = [0] * 6
-        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = pad
-        out = F.conv3d(F.pad(out, padding, mode="replicate"), kernel.view(shape))
+        out = F.conv3d(_pad_axis(out, axis, kernel.numel() // 2), kernel.view(shape))
     return out
 
 
@@ -72,9 +76,7 @@ def _box_max(volume: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
             continue
         kernel = [1, 1, 1]
         kernel[axis] = length
-        padding = [0] * 6
-        padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = length // 2
-        out = F.max_pool3d(F.pad(out, padding, mode="replicate"), tuple(kernel), stride=1)
+        out = F.max_pool3d(_pad_axis(out, axis, length // 2), tuple(kernel), stride=1)
     return out
 
 
