@@ -1,6 +1,6 @@
 """Is the clot detector a good solution of the weak MIL objective? (diagnostic; uses the clot masks)
 
-VOX=vox python oracle_mil.py EPOCHS
+VOX=vox python oracle_mil.py EPOCHS [TRAIN_TAGS EVAL_TAGS]   (default train_a,train_b,train_c val,test)
 
 Trains mil.py's network on the clot flags (all clot voxels against the 500 highest and 500 random other
 voxels of each scan, 12 scans per step), and after each epoch scores it with mil.py's *weak* objective
@@ -18,10 +18,10 @@ def weak_objective(net, bags, cfg):
         return sum(float(weak_bag_loss(net(b["X"]).squeeze(1), b["y"], cfg)) for b in bags) / len(bags)
 
 
-def main(epochs):
-    cfg, train, evals, net, opt, _ = setup(WEAK, "train_a,train_b,train_c", "val,test")
+def main(epochs, train_tags="train_a,train_b,train_c", eval_tags="val,test"):
+    cfg, train, evals, net, opt, _ = setup(WEAK, train_tags, eval_tags)
     for ep in range(epochs):
-        for step in np.random.permutation(len(train)).reshape(-1, 12):
+        for step in np.array_split(np.random.permutation(len(train)), max(1, len(train) // 12)):
             loss = 0
             for j in step:
                 b = train[j]; l = net(b["X"]).squeeze(1); c = torch.from_numpy(b["clot"])
@@ -35,4 +35,4 @@ def main(epochs):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), *sys.argv[2:4])

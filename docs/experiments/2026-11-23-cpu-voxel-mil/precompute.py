@@ -1,4 +1,5 @@
-"""python precompute.py DATA_ROOT...  (VOX=folder for the output, default ./vox; 2 processes)
+"""python precompute.py DATA_ROOT...  (VOX=folder for the output, default ./vox; 2 processes;
+SPACING=x,y,z sets the model grid in mm, default the library's PreprocessConfig)
 
 Per-voxel fixed 3D features (sup.features) of loose candidate voxels, one npz per scan (clot flags kept for reporting only)."""
 import sys, numpy as np, time, multiprocessing as mp, os
@@ -11,6 +12,9 @@ def work(args):
     import torch; torch.set_num_threads(1)
     import SimpleITK as sitk
     from sup import features, cfg
+    from insight.config import PreprocessConfig
+    if os.environ.get("SPACING"):
+        cfg = PreprocessConfig(target_spacing_xyz=tuple(float(v) for v in os.environ["SPACING"].split(",")))
     from insight.preprocessing import prepare_volume
     from insight.io.image_io import read_image
     for c in cases:
