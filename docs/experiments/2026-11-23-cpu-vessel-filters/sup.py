@@ -31,15 +31,19 @@ def features(w):
     names = sorted(f)
     return names, np.stack([f[k].astype(np.float32) for k in names], -1)
 
+def case_arrays(root, case, preprocess=cfg):
+    """(prepared volume, clot mask [Z, Y, X] bool on the model grid, feature names, features [Z, Y, X, 22])."""
+    mi = prepare_volume(read_image(case.image_path), preprocess)
+    truth = sitk.ReadImage(str(Path(root) / "truth" / f"{case.name}_clot.nii.gz"))
+    tm = sitk.Resample(sitk.Cast(truth, sitk.sitkFloat32), mi.grid, sitk.Transform(), sitk.sitkLinear, 0.0)
+    names, F = features(mi.windowed.astype(np.float32))
+    return mi, sitk.GetArrayFromImage(tm) > 0.3, names, F
+
 def load(root, n=None):
     out = []
     for c in read_label_table(Path(root))[:n]:
         t0 = time.time()
-        mi = prepare_volume(read_image(c.image_path), cfg)
-        truth = sitk.ReadImage(str(Path(root) / "truth" / f"{c.name}_clot.nii.gz"))
-        tm = sitk.Resample(sitk.Cast(truth, sitk.sitkFloat32), mi.grid, sitk.Transform(), sitk.sitkLinear, 0.0)
-        clot = sitk.GetArrayFromImage(tm) > 0.3
-        names, F = features(mi.windowed.astype(np.float32))
+        mi, clot, names, F = case_arrays(root, c)
         out.append(dict(name=c.name, y=c.label, F=F, clot=clot, region=mi.region))
         print(c.name, c.label, F.shape, int(clot.sum()), f"{time.time()-t0:.1f}s", flush=True)
     return names, out

@@ -10,21 +10,14 @@ OUT = Path(os.environ.get("VOX", "vox"))  # one folder per data root, one npz pe
 def work(args):
     root, cases = args
     import torch; torch.set_num_threads(1)
-    import SimpleITK as sitk
-    from sup import features, cfg
+    from sup import case_arrays, cfg
     from insight.config import PreprocessConfig
     if os.environ.get("SPACING"):
         cfg = PreprocessConfig(target_spacing_xyz=tuple(float(v) for v in os.environ["SPACING"].split(",")))
-    from insight.preprocessing import prepare_volume
-    from insight.io.image_io import read_image
     for c in cases:
         dst = OUT / Path(root).name / f"{c.name}.npz"
         if dst.exists(): continue
-        mi = prepare_volume(read_image(c.image_path), cfg)
-        truth = sitk.ReadImage(str(Path(root) / "truth" / f"{c.name}_clot.nii.gz"))
-        tm = sitk.Resample(sitk.Cast(truth, sitk.sitkFloat32), mi.grid, sitk.Transform(), sitk.sitkLinear, 0.0)
-        clot = sitk.GetArrayFromImage(tm) > 0.3
-        names, F = features(mi.windowed.astype(np.float32))
+        mi, clot, names, F = case_arrays(root, c, cfg)
         ix = {n: i for i, n in enumerate(names)}
         hs, con9 = F[..., ix["hu_s"]], F[..., ix["con9"]]
         cand = mi.region & (hs > -200) & (hs < 300) & (con9 >= 0.05)
