@@ -1123,9 +1123,10 @@ class SlicerInsightWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ctNode.SetAttribute(self.logic.IMAGE_ID_ATTRIBUTE, usedId)
             self.ui.imageIdLineEdit.text = usedId
             segmentationNode = self.logic.showSegmentation(result, ctNode)
-            volume_mm3 = result.volume_mm3
+            volume_mm3, peak = result.volume_mm3, result.peak_probability
             self._segmentationReady(segmentationNode, f"{result.model} {result.model_version}"
-                                    + (f", {volume_mm3:.0f} mm³" if volume_mm3 is not None else ""))
+                                    + (f", {volume_mm3:.0f} mm³" if volume_mm3 is not None else "")
+                                    + (f", peak probability {peak:.2f}" if peak is not None else ""))
 
         self._runInBackground(f"Segmenting {ctNode.GetName()} with {DEFAULT_SEGMENTATION_MODEL}",
                               lambda: self.logic.uploadAndSegment(volume, imageId), done)

@@ -21,7 +21,7 @@ from scipy import ndimage
 from insight.cli import main as insight_main
 from insight.io import write_image
 from insight.metrics import embolus_hits, label_components
-from insight.pseudo_masks import PseudoMaskConfig, PseudoMaskGenerator, read_truth_mask, score_mask
+from insight.pseudo_masks import PseudoMaskConfig, PseudoMaskGenerator, read_truth_mask, score_mask, summarize_scores
 from insight.pseudo_masks.batch import read_scan_labels
 from insight.pseudo_masks.constructed_heatmaps import constructed_heatmap
 from insight.pseudo_masks.inpainting import fill_with_surrounding_blood
@@ -315,3 +315,18 @@ def test_label_components_agree_with_the_metric_rule():
     mask[1, 1, 1] = mask[2, 2, 2] = True  # diagonal neighbours: one region
     assert label_components(mask)[1] == 1
     assert math.isclose(score_mask(mask, mask).dice, 1.0)
+
+
+def test_summary_scan_auroc_ranks_scans_by_their_scan_score_against_the_truth():
+    """Truth decides the scan label (mask not empty); the scan scores rank them: 3 of 4 pairs right."""
+    clot = np.zeros((4, 4, 4), dtype=bool)
+    clot[1, 1, 1] = True
+    empty = np.zeros_like(clot)
+    scores = [score_mask(empty, clot, "pe_a"), score_mask(empty, clot, "pe_b"),
+              score_mask(empty, empty, "no_a"), score_mask(empty, empty, "no_b")]
+    summary = summarize_scores(scores, scan_scores={"pe_a": 0.9, "pe_b": 0.4, "no_a": 0.5, "no_b": 0.1})
+    assert summary["scan_auroc"] == pytest.approx(0.75)
+    assert "scan_auroc" not in summarize_scores(scores)
+    assert summarize_scores(scores[:2], scan_scores={"pe_a": 0.9, "pe_b": 0.4})["scan_auroc"] is None
+    with pytest.raises(ValueError, match="no scan score for no_b"):
+        summarize_scores(scores, scan_scores={"pe_a": 0.9, "pe_b": 0.4, "no_a": 0.5})

@@ -203,6 +203,8 @@ def test_label_volume_lies_on_the_exact_oblique_input_grid(tiny_checkpoint):
         assert image.GetDirection() == oblique.GetDirection()
     assert result.label.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayViewFromImage(result.label))) <= {0, 1}
+    assert result.peak_probability == pytest.approx(float(sitk.GetArrayViewFromImage(result.probability).max()))
+    assert 0.0 <= result.peak_probability <= 1.0
     assert result.model_version == load_segmentation_checkpoint(tiny_checkpoint).model_version
 
 
@@ -228,6 +230,8 @@ def test_cli_train_seg_then_segment_with_scores(seg_data, tmp_path):
     summary = json.loads((seg_out / "segment.json").read_text())
     assert len(summary["cases"]) == 1 and summary["metrics"]["n_scans"] == 1
     assert summary["metrics"]["n_emboli"] == summary["cases"][0]["score"]["n_emboli"] >= 1
+    assert 0.0 <= summary["cases"][0]["peak_probability"] <= 1.0
+    assert summary["metrics"]["scan_auroc"] is None  # one PE scan: no negative to rank it against
     assert summary["model_version"] == load_segmentation_checkpoint(out / "best.pt").model_version
     label = sitk.ReadImage(str(seg_out / f"{FINAL_CASE}.nii.gz"))
     assert label.GetSize() == sitk.ReadImage(str(SAMPLE_STUDIES / f"{FINAL_CASE}.nii.gz")).GetSize()

@@ -696,6 +696,7 @@ def test_segmentation_model_not_trained_then_label_volume(campaign_client: Insig
 
     result = campaign_client.segment(image_id)
     assert result.image_id == image_id and result.model == "pe_segmentation" and result.model_version
+    assert result.peak_probability is not None and 0.0 <= result.peak_probability <= 1.0
     mask, mask_geometry = result.label_volume()
     ct = sitk.ReadImage(str(campaign_server.studies_dir / f"{image_id}.nii.gz"))
     assert mask.dtype == np.uint8 and mask.shape == ct.GetSize()[::-1] and set(np.unique(mask)) <= {0, 1}

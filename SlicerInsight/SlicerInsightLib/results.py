@@ -216,7 +216,8 @@ class SegmentationResult:
         model_version: the segmentation checkpoint's version string.
         label: the label file's bytes (uint8 NIfTI, 1 = PE, on the CT's voxel grid), or None (``output=json``).
         label_filename: the file name the server gave it, or None.
-        params: the whole JSON ``params`` answer (``n_regions``, ``volume_mm3``, ``timings_s``...).
+        params: the whole JSON ``params`` answer (``n_regions``, ``volume_mm3``, ``peak_probability``,
+            ``timings_s``...).
     """
 
     image_id: str
@@ -241,6 +242,14 @@ class SegmentationResult:
         """Segmented PE volume the server reports (mm³), or None."""
         value = self.params.get("volume_mm3")
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
+    def peak_probability(self) -> Optional[float]:
+        """The model's highest voxel PE probability in [0, 1] (a scan-level score), or None if not sent."""
+        value = self.params.get("peak_probability")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            return None
+        return float(value)
 
     def label_volume(self) -> Tuple[np.ndarray, VolumeGeometry]:
         """The mask (uint8, shape [K, J, I], 1 = PE) and its geometry (IJK-to-RAS from the file's header).

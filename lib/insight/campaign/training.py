@@ -65,14 +65,19 @@ def segment_case(predictor: SegmentationPredictor, case: CampaignCase) -> np.nda
 
 
 def evaluate_on(predictor: SegmentationPredictor, cases: Sequence[CampaignCase]) -> dict[str, Any]:
-    """Dice, per-embolus sensitivity and false positives per scan of the model on ``cases``.
+    """Dice, per-embolus sensitivity, false positives per scan and scan AUROC of the model on ``cases``.
 
     Returns:
         :func:`insight.pseudo_masks.summarize_scores` (``mean_dice_positive``, ``embolus_sensitivity``,
-        ``false_positives_per_scan``, counts) plus ``per_case_dice``: name -> Dice.
+        ``false_positives_per_scan``, ``scan_auroc`` of the peak probability, counts) plus
+        ``per_case_dice``: name -> Dice.
     """
-    scores = [score_mask(segment_case(predictor, case), case.truth, case.name) for case in cases]
-    summary = summarize_scores(scores)
+    scores, peaks = [], {}
+    for case in cases:
+        result = predictor.predict_image(case.image, name=case.name)
+        scores.append(score_mask(sitk.GetArrayViewFromImage(result.label), case.truth, case.name))
+        peaks[case.name] = result.peak_probability
+    summary = summarize_scores(scores, scan_scores=peaks)
     summary["per_case_dice"] = {s.name: round(s.dice, 4) for s in scores}
     return summary
 

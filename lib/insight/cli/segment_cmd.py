@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     check_output_folder(args.out, inputs)
     predictor = SegmentationPredictor.from_checkpoint(args.model, args.device)
-    cases, failures, scores = [], [], []
+    cases, failures, scores, peaks = [], [], [], {}
     started = time.perf_counter()
     for path in inputs:
         try:
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 truth = read_truth_mask(args.truth, result.name, result.label)  # the label lies on the input grid
                 score = score_mask(sitk.GetArrayViewFromImage(result.label), truth, result.name)
                 scores.append(score)
+                peaks[result.name] = result.peak_probability
                 record["score"] = score.to_dict()
         except InsightError as err:
             logger.error("%s: %s", path, err)
@@ -62,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
         cases.append(record)
         logger.info("%s: %d region(s), %.0f mm3%s", result.name, result.n_regions, result.volume_mm3,
                     f", Dice {record['score']['dice']}" if "score" in record else "")
-    metrics = summarize_scores(scores) if scores else None
+    metrics = summarize_scores(scores, scan_scores=peaks) if scores else None
     write_json_atomic(args.out / SUMMARY_FILE, {
         "insight_version": __version__, "model": str(args.model), "model_version": predictor.model_version,
         "truth_dir": str(args.truth) if args.truth else None, "seconds": round(time.perf_counter() - started, 2),
         "metrics": metrics, "cases": cases, "failures": failures})
     if metrics:
-        logger.info("%d scans: mean Dice (PE scans) %s, per-embolus sensitivity %s, false positives per scan %s",
-                    metrics["n_scans"], metrics["mean_dice_positive"], metrics["embolus_sensitivity"],
-                    metrics["false_positives_per_scan"])
+        logger.info("%d scans: mean Dice (PE scans) %s, per-embolus sensitivity %s, false positives per scan %s, "
+                    "scan AUROC of the peak probability %s", metrics["n_scans"], metrics["mean_dice_positive"],
+                    metrics["embolus_sensitivity"], metrics["false_positives_per_scan"], metrics["scan_auroc"])
     if failures:
         logger.error("%d of %d inputs failed", len(failures), len(inputs))
         return 1

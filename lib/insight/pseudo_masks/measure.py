@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import SimpleITK as sitk
 
 from insight.errors import InputError
 from insight.io.image_io import read_image
-from insight.metrics import dice, embolus_hits
+from insight.metrics import auroc, dice, embolus_hits
 from insight.preprocessing import same_grid
 
 __all__ = ["MaskScore", "score_mask", "summarize_scores", "truth_mask_path", "read_truth_mask"]
@@ -63,14 +63,25 @@ def score_mask(predicted: np.ndarray, truth: np.ndarray, name: str = "case") -> 
     return MaskScore(name, float(dice(pred, true)), n_emboli, n_hit, n_fp, int(pred.sum()), int(true.sum()))
 
 
-def summarize_scores(scores: Sequence[MaskScore]) -> dict[str, Any]:
+def summarize_scores(scores: Sequence[MaskScore], scan_scores: Mapping[str, float] | None = None
+                     ) -> dict[str, Any]:
     """Aggregate scores over scans.
+
+    Args:
+        scores: one per scan.
+        scan_scores: optional scan-level PE scores by case name (e.g. a segmentation's peak
+            probability); every scored case needs one.
 
     Returns:
         ``n_scans``, ``n_positive_scans`` (truth not empty), ``mean_dice_positive`` (mean Dice over
         positive scans; None without any), ``embolus_sensitivity`` (hit emboli / all emboli; None
         without emboli), ``false_positives_per_scan`` (false-positive regions / scans, all scans),
-        ``negative_scans_with_regions``, ``n_emboli``, ``n_hit``, ``n_false_positive_regions``.
+        ``negative_scans_with_regions``, ``n_emboli``, ``n_hit``, ``n_false_positive_regions``; with
+        ``scan_scores`` also ``scan_auroc``: AUROC of those scores for "truth mask not empty" (None
+        unless both positive and negative scans are present).
+
+    Raises:
+        ValueError: no scores, or a scored case without a scan score.
     """
     if not scores:
         raise ValueError("no scores to summarize")
@@ -78,7 +89,7 @@ def summarize_scores(scores: Sequence[MaskScore]) -> dict[str, Any]:
     n_emboli = sum(s.n_emboli for s in scores)
     n_hit = sum(s.n_hit for s in scores)
     n_fp = sum(s.n_false_positive_regions for s in scores)
-    return {
+    summary = {
         "n_scans": len(scores),
         "n_positive_scans": len(positive),
         "mean_dice_positive": round(float(np.mean([s.dice for s in positive])), 4) if positive else None,
@@ -89,6 +100,14 @@ def summarize_scores(scores: Sequence[MaskScore]) -> dict[str, Any]:
         "n_hit": n_hit,
         "n_false_positive_regions": n_fp,
     }
+    if scan_scores is not None:
+        missing = [s.name for s in scores if s.name not in scan_scores]
+        if missing:
+            raise ValueError(f"no scan score for {', '.join(missing[:5])}")
+        has_pe = [s.true_voxels > 0 for s in scores]
+        summary["scan_auroc"] = (round(auroc(has_pe, [scan_scores[s.name] for s in scores]), 4)
+                                 if 0 < sum(has_pe) < len(scores) else None)
+    return summary
 
 
 def truth_mask_path(truth_dir: str | os.PathLike, name: str) -> Path:

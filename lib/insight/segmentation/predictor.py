@@ -42,6 +42,8 @@ class SegmentationResult:
         model_version: the checkpoint's version.
         n_regions: 26-connected PE regions.
         volume_mm3: PE volume.
+        peak_probability: the highest PE probability of any voxel on the input grid, in [0, 1]: a
+            scan-level score (how sure the model is of its most suspicious voxel), whatever the threshold.
         timings_s: seconds per stage.
     """
 
@@ -51,13 +53,15 @@ class SegmentationResult:
     model_version: str
     n_regions: int
     volume_mm3: float
+    peak_probability: float
     timings_s: dict[str, float] = field(default_factory=dict)
     source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "model_version": self.model_version,
                 "insight_version": __version__, "labels": {"pe": PE_LABEL}, "n_regions": self.n_regions,
-                "volume_mm3": round(self.volume_mm3, 2), "size_xyz": list(self.label.GetSize()),
+                "volume_mm3": round(self.volume_mm3, 2), "peak_probability": round(self.peak_probability, 4),
+                "size_xyz": list(self.label.GetSize()),
                 "timings_s": {k: round(v, 4) for k, v in self.timings_s.items()}}
 
 
@@ -109,11 +113,13 @@ class SegmentationPredictor:
         on_input = to_reference_grid(on_grid, image, default_value=0.0)
         on_input.CopyInformation(image)
         spacing_zyx = tuple(float(s) for s in reversed(image.GetSpacing()))
-        mask = sitk.GetArrayViewFromImage(on_input) >= self.config.inference.threshold
+        probability_zyx = sitk.GetArrayViewFromImage(on_input)
+        peak = float(probability_zyx.max()) if probability_zyx.size else 0.0
+        mask = probability_zyx >= self.config.inference.threshold
         mask = remove_small_regions(mask, self.config.inference.min_region_volume_mm3, spacing_zyx)
         _, n_regions = label_components(mask)
         label = sitk.GetImageFromArray(mask.astype(np.uint8) * PE_LABEL)
         label.CopyInformation(image)
         timings["postprocess"] = time.perf_counter() - start
         volume = float(mask.sum()) * float(np.prod(spacing_zyx))
-        return SegmentationResult(name, label, on_input, self.model_version, n_regions, volume, timings)
+        return SegmentationResult(name, label, on_input, self.model_version, n_regions, volume, peak, timings)

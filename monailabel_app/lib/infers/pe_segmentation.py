@@ -128,7 +128,7 @@ class PESegmentationInfer(InferTask):
             "device": str(self.predictor.device) if self.predictor is not None else self.device_requested,
             "status": status,
             "error": error,
-            "outputs": {"params": "JSON: model_version, n_regions, volume_mm3, timings_s",
+            "outputs": {"params": "JSON: model_version, n_regions, volume_mm3, peak_probability, timings_s",
                         "image": "label volume: uint8 NIfTI on the input's voxel grid, 1 = PE"},
         })
         return info
