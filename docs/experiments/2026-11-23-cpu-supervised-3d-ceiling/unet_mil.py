@@ -3,6 +3,7 @@
     python unet_mil.py prep OUT PHANTOM_DIR [PHANTOM_DIR ...]      # crops on the 2 mm grid -> OUT/<split>/*.npz
     python unet_mil.py train CACHE RUN '{"epochs": 4}' train_a,train_b,train_c val
     python unet_mil.py train CACHE RUN '{"init": "best.pt", "epochs": 0}' train_a val   # score a checkpoint
+    python unet_mil.py train CACHE RUN '{"init": "best.pt", "epochs": 1, "shuffle_labels": true}' ...  # control
 
 Each scan is put on the segmentation grid of ``insight.segmentation.SEG_PREPROCESS`` (2 mm, HU window of
 the library) and cropped to the bounding box of the library's chest search region (lungs and mediastinum),
@@ -35,7 +36,7 @@ from insight.segmentation import SEG_PREPROCESS, SegNetworkConfig, build_network
 
 logger = logging.getLogger("unet_mil")
 DEFAULTS = dict(pool="topk", topk=20, r=5.0, hardneg=1.0, hard_m=200, epochs=4, lr=1e-3, wd=1e-5, seed=0,
-                init=None, flip=True)
+                init=None, flip=True, shuffle_labels=False)
 PREPROCESS = replace(SEG_PREPROCESS, search_region="chest")
 
 
@@ -118,6 +119,12 @@ def train(cache: Path, run: Path, cfg: dict, train_tags: str, eval_tags: str) ->
     if cfg["init"]:
         net.load_state_dict(torch.load(cfg["init"], map_location="cpu", weights_only=False)["state_dict"])
     train_bags = load(cache, train_tags)
+    if cfg["shuffle_labels"]:  # control: the same scans and label counts, labels permuted across scans
+        labels = np.random.default_rng(cfg["seed"] + 12345).permutation([b["y"] for b in train_bags])
+        kept = sum(int(b["y"] == y) for b, y in zip(train_bags, labels))
+        for b, y in zip(train_bags, labels):
+            b["y"] = int(y)
+        logger.info("labels shuffled: %d of %d scans keep their own label", kept, len(train_bags))
     evals = {tag: load(cache, tag) for tag in eval_tags.split(",")}
     run.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["wd"])
@@ -140,7 +147,7 @@ def train(cache: Path, run: Path, cfg: dict, train_tags: str, eval_tags: str) ->
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         record.update(train_loss=round(float(np.mean(losses)), 4), seconds=round(time.perf_counter() - started, 1))
         history.append(record)
         logger.info(json.dumps(record))
