@@ -120,6 +120,17 @@ def test_vessel_search_region_is_smaller_and_keeps_most_clot():
     assert vessels.region[clot].mean() > 0.9
 
 
+def test_filling_defect_region_keeps_the_clots_and_drops_lumen_and_lung():
+    chest, clot = _phantom_grid_and_clot("phantom_s7_0004", PreprocessConfig())
+    defects, _ = _phantom_grid_and_clot("phantom_s7_0004", PreprocessConfig(search_region="filling_defects"))
+    hu = sitk.GetArrayFromImage(defects.grid)
+    assert defects.region.sum() < 0.5 * chest.region.sum()  # measured: a third
+    assert defects.region[clot].mean() > 0.9
+    # it leaves out nearly all enhanced lumen (> 350 HU) and aerated lung (< -600 HU) of the chest
+    lumen, lung = chest.region & (hu > 350), chest.region & (hu < -600)
+    assert defects.region[lumen].mean() < 0.25 and defects.region[lung].mean() < 0.05  # measured: 0.18 (lumen edges)
+
+
 def test_search_region_falls_back_to_the_body_without_lungs_and_none_means_everywhere():
     image = make_volume(size_xyz=(40, 40, 10), spacing=(2.5, 2.5, 3.0))  # a soft-tissue block, no air inside
     prepared = prepare_volume(image, PreprocessConfig())

@@ -19,11 +19,14 @@ __all__ = [
     "InferenceConfig",
     "InsightConfig",
     "ENCODER_NAMES",
+    "SEARCH_REGION_NAMES",
     "POOLING_NAMES",
     "FIXED_FEATURE_ENCODERS",
     "FIXED_FEATURE_STRIDES",
 ]
 
+#: Where heatmap mass may lie (see :mod:`insight.preprocessing.search_region`).
+SEARCH_REGION_NAMES = ("filling_defects", "vessels", "chest", "body", "none")
 ENCODER_NAMES = ("small_cnn", "filter_bank", "vessel_filters", "resnet18", "resnet34")
 POOLING_NAMES = ("smoothmax", "max")
 #: Encoders whose features are fixed filters pooled to the stride: any stride in FIXED_FEATURE_STRIDES.
@@ -53,6 +56,10 @@ class PreprocessConfig:
             above this HU (the body, plus the table if any), which roughly halves the work; the
             heatmap is zero outside the crop. None keeps the whole field of view.
         body_crop_margin_mm: margin kept around that bounding box.
+        search_region: where heatmap mass may lie: ``chest`` (the chest cavity, default),
+            ``vessels`` (near contrast-enhanced blood), ``filling_defects`` (soft tissue near enhanced
+            blood: where a clot can be), ``body`` or ``none``. See :mod:`insight.preprocessing.search_region`.
+        search_margin_mm: in-plane margin of the chest and vessel regions.
     """
 
     target_spacing_xyz: tuple[float, float, float] = (2.5, 2.5, 3.0)
@@ -71,8 +78,8 @@ class PreprocessConfig:
         _require(len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
                  f"hu_window must be (low, high) with low < high, got {self.hu_window}")
         _require(self.body_crop_margin_mm >= 0, f"body_crop_margin_mm must be >= 0, got {self.body_crop_margin_mm}")
-        _require(self.search_region in ("vessels", "chest", "body", "none"),
-                 f"search_region must be 'vessels', 'chest', 'body' or 'none', got {self.search_region!r}")
+        _require(self.search_region in SEARCH_REGION_NAMES,
+                 f"search_region must be one of {SEARCH_REGION_NAMES}, got {self.search_region!r}")
         _require(self.search_margin_mm >= 0, f"search_margin_mm must be >= 0, got {self.search_margin_mm}")
         _require(self.slice_context >= 0, f"slice_context must be >= 0, got {self.slice_context}")
         _require(len(self.orientation) == 3, f"orientation must be a 3-letter code like 'LPS', got {self.orientation!r}")
@@ -143,7 +150,8 @@ class TrainConfig:
     """Weak-label training settings (scan-level labels only).
 
     Attributes:
-        epochs: passes over the training set; one optimizer step per volume (MIL bag).
+        epochs: weak-label (MIL) passes over the training set, one optimizer step per volume (a bag);
+            0 is allowed after seed epochs.
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         spectral_lambda: spectral-decoupling weight: (lambda / 2) * mean(detection_logit ** 2).
@@ -165,6 +173,13 @@ class TrainConfig:
             training scan and reuse it every epoch (fast, but cached inputs only get the left-right
             flip: noise and intensity augmentation no longer reach them). False computes it every
             step from the augmented volume. Validation always uses a cache.
+        seed_instances: anomaly seeding (:mod:`insight.training.anomaly_seed`): the M most anomalous
+            search-region locations kept per training scan as instances; 0 = no seeding. Needs a
+            fixed-feature encoder.
+        seed_epochs: epochs of instance training before the ``epochs`` weak-label (MIL) epochs.
+        seed_components: components of the normal appearance model (a Gaussian mixture).
+        seed_reference_per_scan: locations sampled from each no-PE training scan to fit it.
+        seed_batch_size: instances per optimizer step in the seed epochs.
     """
 
     epochs: int = 20
@@ -180,6 +195,11 @@ class TrainConfig:
     negative_topk_fraction: float = 0.01
     scans_per_step: int = 1
     cache_fixed_features: bool = True
+    seed_instances: int = 0
+    seed_epochs: int = 10
+    seed_components: int = 64
+    seed_reference_per_scan: int = 1000
+    seed_batch_size: int = 512
 
     def __post_init__(self) -> None:
         _require(self.negative_weight >= 0, f"negative_weight must be >= 0, got {self.negative_weight}")
@@ -187,7 +207,14 @@ class TrainConfig:
                  f"negative_topk_fraction must be in (0, 1], got {self.negative_topk_fraction}")
         _require(self.scans_per_step >= 1, f"scans_per_step must be >= 1, got {self.scans_per_step}")
         _require(self.slice_stride >= 1, f"slice_stride must be >= 1, got {self.slice_stride}")
-        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(self.seed_instances >= 0, f"seed_instances must be >= 0, got {self.seed_instances}")
+        if self.seed_instances:
+            _require(self.seed_epochs >= 1 and self.seed_components >= 1 and self.seed_reference_per_scan >= 1
+                     and self.seed_batch_size >= 1,
+                     "seed_epochs, seed_components, seed_reference_per_scan and seed_batch_size must be >= 1")
+            _require(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        else:
+            _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _require(self.weight_decay >= 0 and self.spectral_lambda >= 0,
                  "weight_decay and spectral_lambda must be >= 0")

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from insight.config import ENCODER_NAMES, FIXED_FEATURE_STRIDES, InsightConfig, ModelConfig, TrainConfig
+from insight.config import (ENCODER_NAMES, FIXED_FEATURE_STRIDES, SEARCH_REGION_NAMES, InsightConfig, ModelConfig,
+                            PreprocessConfig, TrainConfig)
 from insight.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-feature-cache", action="store_true",
                         help="filter_bank / vessel_filters: compute the fixed features every step from the augmented "
                              "scan instead of once per scan (slower; noise and intensity augmentation then reach them)")
+    parser.add_argument("--search-region", choices=SEARCH_REGION_NAMES, default=PreprocessConfig.search_region,
+                        help="where heatmap mass may lie (stored in the checkpoint, used at inference too); "
+                             "filling_defects = soft tissue next to contrast-enhanced blood")
+    parser.add_argument("--seed-instances", type=int, default=TrainConfig.seed_instances,
+                        help="anomaly seeding: keep the M most anomalous search-region locations of every training "
+                             "scan (under a Gaussian mixture fitted to the no-PE scans) as instances labelled with "
+                             "their scan's label, and train on them first; 0 = off. Needs filter_bank or vessel_filters")
+    parser.add_argument("--seed-epochs", type=int, default=TrainConfig.seed_epochs,
+                        help="instance-training epochs before the --epochs weak-label epochs (which may then be 0)")
+    parser.add_argument("--seed-components", type=int, default=TrainConfig.seed_components,
+                        help="Gaussian mixture components of the normal appearance model")
+    parser.add_argument("--seed-reference", type=int, default=TrainConfig.seed_reference_per_scan,
+                        help="locations sampled from each no-PE training scan to fit the mixture")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
@@ -74,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
                                    augment=not args.no_augment, num_threads=args.threads,
                                    slice_stride=args.slice_stride, negative_weight=args.negative_weight,
                                    negative_topk_fraction=args.negative_topk, scans_per_step=args.scans_per_step,
-                                   cache_fixed_features=not args.no_feature_cache)
+                                   cache_fixed_features=not args.no_feature_cache,
+                                   seed_instances=args.seed_instances, seed_epochs=args.seed_epochs,
+                                   seed_components=args.seed_components, seed_reference_per_scan=args.seed_reference)
+        preprocess_config = PreprocessConfig(search_region=args.search_region)
     except ValueError as err:
         raise InputError(str(err)) from err
-    config = InsightConfig(model=model_config)
+    config = InsightConfig(preprocess=preprocess_config, model=model_config)
     device = resolve_device(args.device)
     progress = not args.no_progress
     labeled = [case for folder in args.train for case in read_label_table(folder)]

@@ -9,7 +9,8 @@ import SimpleITK as sitk
 
 from insight.config import PreprocessConfig
 from insight.preprocessing.intensity import window_hu
-from insight.preprocessing.search_region import body_mask, chest_search_region, vessel_search_region
+from insight.preprocessing.search_region import (body_mask, chest_search_region, filling_defect_search_region,
+                                                 vessel_search_region)
 from insight.preprocessing.spatial import to_model_grid
 
 __all__ = ["ModelInput", "prepare_volume"]
@@ -42,6 +43,8 @@ def prepare_volume(image: sitk.Image, config: PreprocessConfig) -> ModelInput:
 def search_region(volume_hu: np.ndarray, spacing_zyx: tuple[float, float, float],
                   config: PreprocessConfig) -> np.ndarray:
     """[Z, Y, X] bool mask of where heatmap mass may lie (see :mod:`insight.preprocessing.search_region`)."""
+    if config.search_region == "filling_defects":
+        return filling_defect_search_region(volume_hu, spacing_zyx, config.search_margin_mm)
     if config.search_region == "vessels":
         return vessel_search_region(volume_hu, spacing_zyx, config.search_margin_mm)
     if config.search_region == "chest":

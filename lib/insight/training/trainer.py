@@ -1,5 +1,9 @@
 """Weak-label INSIGHT training: one volume (a bag of slices) per optimizer step.
 
+With ``TrainConfig.seed_instances``, ``seed_epochs`` of anomaly-seeded instance training come first
+(:mod:`insight.training.anomaly_seed`); epochs are numbered on across both stages and every history
+record says its ``stage`` (``seed`` or ``weak``).
+
 Writes to ``out_dir``: ``last.pt`` (every epoch, with optimizer state, to resume), ``best.pt``
 (best validation AUROC), ``metrics.json`` (history so far). Reproducible for a seed on one device:
 shuffling and augmentation are reseeded from (seed, epoch), so a resumed run continues exactly.
@@ -28,6 +32,8 @@ from insight.models.checkpoint import load_checkpoint, save_checkpoint, weights_
 from insight.models.insight_model import InsightModel
 from insight.models.losses import InsightLoss
 from insight.preprocessing import slice_stack
+from insight.training.anomaly_seed import (SeedInstances, collect_seed_instances, neutralise_context,
+                                           seed_detection_logits)
 from insight.training.augment import VolumeAugmenter
 from insight.training.dataset import PreparedCase
 
@@ -41,6 +47,8 @@ _LOG_EVERY = 24
 #: same answer (the label prior). Two measured stalls gave 0.0015 and 0.0018 over 8 validation scans
 #: (inspect_argmax.py in docs/experiments/2026-11-23-cpu-big-clot-diagnostic).
 SAME_ANSWER_STD = 0.005
+#: Above this many bytes the training scans' fixed features are not cached (computed every step).
+_MAX_FEATURE_CACHE_BYTES = 6e9
 
 
 @dataclass
@@ -51,6 +59,11 @@ class TrainSummary:
     last_checkpoint: Path
     model_version: str
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
+    """Cosine decay from ``base`` over ``epochs`` (``epoch`` 0-based), a function of the epoch alone (resumable)."""
+    return 0.5 * base * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
 def seed_everything(seed: int) -> None:
@@ -101,6 +114,8 @@ class InsightTrainer:
         self.augmenter = VolumeAugmenter() if train_config.augment else None
         self.history: list[dict[str, Any]] = []
         self._precomputed: list[torch.Tensor] | None = None
+        self._seed_instances: SeedInstances | None = None
+        self.seed_epochs = train_config.seed_epochs if train_config.seed_instances else 0
         self.start_epoch = 0
         self.best_auroc = -math.inf
 
@@ -124,20 +139,29 @@ class InsightTrainer:
             progress: bool = True) -> TrainSummary:
         if not train_cases:
             raise InputError("no training cases")
-        cache_train = self.model.supports_precompute and self.train_config.cache_fixed_features
-        self._precomputed = self._precompute(train_cases) if cache_train else None
-        val_cache = self._precompute(val_cases) if (val_cases and self.model.supports_precompute) else None
         labels = {c.label for c in train_cases}
         if labels != {0, 1}:
             raise InputError(f"training needs both PE and no-PE scans; labels present: {sorted(labels)}")
+        total = self.seed_epochs + self.train_config.epochs
+        weak_left = self.train_config.epochs > 0 and self.start_epoch < total
+        cache_train = (weak_left and self.model.supports_precompute and self.train_config.cache_fixed_features
+                       and self._cache_fits(train_cases))
+        self._precomputed = self._precompute(train_cases) if cache_train else None
+        val_cache = self._precompute(val_cases) if (val_cases and self.model.supports_precompute) else None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        epochs = self.train_config.epochs
-        for epoch in range(self.start_epoch, epochs):
+        for epoch in range(self.start_epoch, total):
             started = time.perf_counter()
-            self._set_learning_rate(epoch)
-            train_loss = self._train_epoch(train_cases, epoch, progress)
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
-                                      "learning_rate": self.optimizer.param_groups[0]["lr"]}
+            seeding = epoch < self.seed_epochs
+            if seeding:
+                self._set_learning_rate(cosine_learning_rate(self.train_config.learning_rate, epoch, self.seed_epochs))
+                train_loss = self._seed_epoch(train_cases, epoch, progress)
+            else:
+                weak_epoch = epoch - self.seed_epochs
+                self._set_learning_rate(cosine_learning_rate(self.train_config.learning_rate, weak_epoch,
+                                                             self.train_config.epochs))
+                train_loss = self._train_epoch(train_cases, epoch, progress)
+            record: dict[str, Any] = {"epoch": epoch + 1, "stage": "seed" if seeding else "weak",
+                                      "train_loss": train_loss, "learning_rate": self.optimizer.param_groups[0]["lr"]}
             if val_cases:
                 record.update(self.validate(val_cases, val_cache))
             record["seconds"] = round(time.perf_counter() - started, 2)
@@ -150,18 +174,58 @@ class InsightTrainer:
             if improved:
                 self.best_auroc = record.get("val_auroc", -math.inf)
             self._save(epoch, improved)
-            logger.info("epoch %d/%d %s", epoch + 1, epochs,
+            logger.info("epoch %d/%d %s", epoch + 1, total,
                         " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                                  if k != "epoch"))
         return TrainSummary(self.out_dir / "best.pt", self.out_dir / "last.pt", self.model_version(), self.history)
 
     # ----------------------------------------------------------------------------------------------
-    def _set_learning_rate(self, epoch: int) -> None:
-        """Cosine decay from the base rate over ``epochs``, a function of the epoch alone (resumable)."""
-        base = self.train_config.learning_rate
-        rate = 0.5 * base * (1.0 + math.cos(math.pi * epoch / self.train_config.epochs))
+    def _set_learning_rate(self, rate: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = rate
+
+    def _cache_fits(self, cases: list[PreparedCase]) -> bool:
+        """Whether the fixed-feature cache of ``cases`` stays under the memory cap (float16)."""
+        stride = self.model.stride
+        channels = 2 * getattr(self.model.encoder, "N_FIXED", 0)
+        size = sum(c.volume.shape[0] * math.ceil(c.volume.shape[1] / stride) * math.ceil(c.volume.shape[2] / stride)
+                   for c in cases) * channels * 2
+        if size > _MAX_FEATURE_CACHE_BYTES:
+            logger.warning("the fixed-feature cache would take %.1f GB: computing the features every step instead",
+                           size / 1e9)
+            return False
+        return True
+
+    def _seed_epoch(self, cases: list[PreparedCase], epoch: int, progress: bool) -> float:
+        """One pass of instance training over the anomaly-seeded instances (selected once per run)."""
+        config = self.train_config
+        if self._seed_instances is None:
+            self._seed_instances = collect_seed_instances(
+                self.model, cases, self.config.preprocess.slice_context, config.seed_instances,
+                config.seed_components, config.seed_reference_per_scan, config.seed, self.device, progress)
+            if epoch == 0:
+                neutralise_context(self.model)
+        instances = self._seed_instances
+        self.model.train()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        batches = torch.randperm(len(instances), generator=generator).split(config.seed_batch_size)
+        losses = []
+        for batch in tqdm(batches, desc=f"seed epoch {epoch + 1}/{self.seed_epochs}", disable=not progress,
+                          unit="batch", leave=False):
+            patches = instances.patches[batch].float().to(self.device, non_blocking=True)
+            target = instances.labels[batch].to(self.device)[:, None].expand(-1, self.config.model.num_classes)
+            with autocast_for(self.device, config.amp):
+                logits = seed_detection_logits(self.model, patches)
+            logits = logits.float()
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+                    + 0.5 * config.spectral_lambda * logits.pow(2).mean())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=5.0)
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(np.mean(losses))
 
     def _train_epoch(self, cases: list[PreparedCase], epoch: int, progress: bool) -> float:
         self.model.train()
@@ -170,7 +234,7 @@ class InsightTrainer:
         if self.augmenter is not None:
             self.augmenter.reseed(self.train_config.seed * 100_003 + epoch)
         losses = []
-        bar = tqdm(order, desc=f"epoch {epoch + 1}/{self.train_config.epochs}", disable=not progress, unit="scan",
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{self.seed_epochs + self.train_config.epochs}", disable=not progress, unit="scan",
                    leave=False)
         per_step = self.train_config.scans_per_step
         self.optimizer.zero_grad(set_to_none=True)
