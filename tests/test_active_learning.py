@@ -385,3 +385,15 @@ def test_a_failed_training_adds_last_error_and_keeps_the_last_good_run(tmp_path:
     record_training_error(path, "pe_insight", "disk full", "a", "b")
     stats = read_stats_file(path)
     assert stats["status"] == "done" and stats["model_version"] == "v1" and stats["last_error"]["error"] == "disk full"
+
+
+def test_a_seeded_checkpoint_is_fine_tuned_without_seeding_again():
+    """Fine-tuning the served (seeded) model keeps its BatchNorm statistics and does not re-seed; training
+    from scratch keeps the recipe's seeding, without which weak labels teach nothing (model card)."""
+    from lib.trainers.pe_insight import PEInsightTrain, TrainSettings
+
+    stored = {"seed_instances": 200, "seed_epochs": 10, "learning_rate": 0.003, "encoder": "not a TrainConfig field"}
+    tuned = PEInsightTrain._train_config(stored, TrainSettings(epochs=2, init="current"))
+    assert (tuned.seed_instances, tuned.freeze_batch_norm, tuned.epochs) == (0, True, 2)
+    fresh = PEInsightTrain._train_config(stored, TrainSettings(epochs=2, init="scratch"))
+    assert (fresh.seed_instances, fresh.seed_epochs, fresh.freeze_batch_norm) == (200, 10, False)

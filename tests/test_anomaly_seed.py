@@ -133,6 +133,11 @@ def test_seeded_training_runs_seed_then_weak_epochs_and_resumes_exactly(tmp_path
                                                       "--resume", str(tmp_path / "b" / "last.pt")]) == 0
     assert load_checkpoint(tmp_path / "a2" / "last.pt").model_version == last.model_version
     assert load_checkpoint(interrupted / "last.pt").model_version == first
+    # the weak epoch after seeding keeps the encoder's BatchNorm statistics (they describe the instances)
+    seeded_bn = load_checkpoint(tmp_path / "b" / "last.pt").model.encoder.mix[1]
+    after_weak_bn = load_checkpoint(tmp_path / "a" / "last.pt").model.encoder.mix[1]
+    torch.testing.assert_close(after_weak_bn.running_mean, seeded_bn.running_mean)
+    torch.testing.assert_close(after_weak_bn.running_var, seeded_bn.running_var)
 
 
 def test_zero_weak_epochs_need_seeding(tmp_path, seed_data, capsys):

@@ -180,6 +180,9 @@ class TrainConfig:
         seed_components: components of the normal appearance model (a Gaussian mixture).
         seed_reference_per_scan: locations sampled from each no-PE training scan to fit it.
         seed_batch_size: instances per optimizer step in the seed epochs.
+        freeze_batch_norm: keep the encoder's BatchNorm statistics fixed (eval mode) in the weak-label
+            epochs. Always on after seed epochs, whose statistics describe the seeded instances; set
+            it to fine-tune a seeded checkpoint without seeding again.
     """
 
     epochs: int = 20
@@ -200,6 +203,7 @@ class TrainConfig:
     seed_components: int = 64
     seed_reference_per_scan: int = 1000
     seed_batch_size: int = 512
+    freeze_batch_norm: bool = False
 
     def __post_init__(self) -> None:
         _require(self.negative_weight >= 0, f"negative_weight must be >= 0, got {self.negative_weight}")

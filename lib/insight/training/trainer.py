@@ -229,6 +229,10 @@ class InsightTrainer:
 
     def _train_epoch(self, cases: list[PreparedCase], epoch: int, progress: bool) -> float:
         self.model.train()
+        if self.train_config.freeze_batch_norm or self.seed_epochs:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         generator = torch.Generator().manual_seed(self.train_config.seed * 100_003 + epoch)
         order = torch.randperm(len(cases), generator=generator).tolist()
         if self.augmenter is not None:

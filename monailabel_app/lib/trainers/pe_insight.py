@@ -286,6 +286,10 @@ class PEInsightTrain(TrainTask):
         recipe = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (stored or {}).items() if k in known}
         recipe.update(epochs=settings.epochs, learning_rate=settings.learning_rate, seed=settings.seed,
                       augment=settings.augment, num_threads=settings.threads)
+        if settings.init == "current" and recipe.get("seed_instances"):
+            # a seeded checkpoint is fine-tuned with weak-label epochs alone: seeding again would
+            # reset its context module, and its BatchNorm statistics describe the seeded instances
+            recipe.update(seed_instances=0, freeze_batch_norm=True)
         try:
             return TrainConfig(**recipe)
         except (TypeError, ValueError) as err:
