@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger(__name__)
 
 #: Subcommand modules under ``insight.cli``, in the order ``insight --help`` lists them.
-SUBCOMMAND_MODULES = ("phantom_cmd", "train_cmd", "predict_cmd", "evaluate_cmd", "ingest_cmd", "pseudo_masks_cmd", "train_seg_cmd", "segment_cmd", "report_cmd", "dicomweb_cmd", "benchmark_cmd", "index_cmd", "similar_cmd", "calibrate_ood_cmd", "triage_cmd", "simulate_campaign_cmd")
+SUBCOMMAND_MODULES = ("phantom_cmd", "train_cmd", "predict_cmd", "evaluate_cmd", "ingest_cmd", "pseudo_masks_cmd", "train_seg_cmd", "segment_cmd", "report_cmd", "dicomweb_cmd", "benchmark_cmd", "index_cmd", "similar_cmd", "calibrate_cmd", "calibrate_ood_cmd", "triage_cmd", "simulate_campaign_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ from insight.training.anomaly_seed import (SeedInstances, collect_seed_instances
 from insight.training.augment import VolumeAugmenter
 from insight.training.dataset import PreparedCase
 
-__all__ = ["TrainSummary", "InsightTrainer", "seed_everything", "same_answer_warning", "SAME_ANSWER_STD"]
+__all__ = ["TrainSummary", "InsightTrainer", "scan_probabilities", "seed_everything", "same_answer_warning", "SAME_ANSWER_STD"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,29 @@ class TrainSummary:
 def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
     """Cosine decay from ``base`` over ``epochs`` (``epoch`` 0-based), a function of the epoch alone (resumable)."""
     return 0.5 * base * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+@torch.no_grad()
+def scan_probabilities(model: InsightModel, cases: list[PreparedCase], slice_context: int,
+                       device: torch.device | str = "cpu", cache: list[torch.Tensor] | None = None,
+                       amp: bool = False) -> np.ndarray:
+    """p(PE) [len(cases)] of each prepared scan, ``model`` in eval mode (all slices, search region applied).
+
+    ``cache``: the encoder's precomputed inputs for ``cases``, if any.
+    """
+    model.eval()
+    device = torch.device(device)
+    probabilities = []
+    for i, case in enumerate(cases):
+        if cache is not None:
+            inputs, precomputed = cache[i].float().to(device), True
+        else:
+            inputs, precomputed = slice_stack(case.volume.float(), slice_context).to(device), False
+        region = case.region.to(device) if case.region is not None else None
+        with autocast_for(device, amp):
+            output = model(inputs, precomputed=precomputed, region=region)
+        probabilities.append(float(output.probability[0]))
+    return np.asarray(probabilities)
 
 
 def seed_everything(seed: int) -> None:
@@ -297,25 +320,14 @@ class InsightTrainer:
                     time.perf_counter() - started, sum(t.numel() * 2 for t in cached) / 1e6)
         return cached
 
-    @torch.no_grad()
     def predict_probabilities(self, cases: list[PreparedCase],
                               cache: list[torch.Tensor] | None = None) -> np.ndarray:
         """Scan probabilities [len(cases)] with the model in eval mode (all slices).
 
         ``cache``: the encoder's precomputed inputs for ``cases`` (from ``_precompute``), if any.
         """
-        self.model.eval()
-        probabilities = []
-        for i, case in enumerate(cases):
-            if cache is not None:
-                inputs, precomputed = cache[i].float().to(self.device), True
-            else:
-                inputs, precomputed = slice_stack(case.volume.float(), self.config.preprocess.slice_context).to(self.device), False
-            region = case.region.to(self.device) if case.region is not None else None
-            with autocast_for(self.device, self.train_config.amp):
-                output = self.model(inputs, precomputed=precomputed, region=region)
-            probabilities.append(float(output.probability[0]))
-        return np.asarray(probabilities)
+        return scan_probabilities(self.model, cases, self.config.preprocess.slice_context, self.device, cache,
+                                  self.train_config.amp)
 
     def validate(self, cases: list[PreparedCase], cache: list[torch.Tensor] | None = None) -> dict[str, float]:
         probs = self.predict_probabilities(cases, cache)
