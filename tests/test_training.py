@@ -124,6 +124,8 @@ def test_an_epoch_that_gives_every_scan_the_same_answer_is_flagged(tmp_path, dat
     from insight.training.trainer import SAME_ANSWER_STD, same_answer_warning
 
     assert same_answer_warning({"val_p_std": SAME_ANSWER_STD / 2}).startswith("validation p(PE) is the same")
+    saturated = same_answer_warning({"val_p_std": SAME_ANSWER_STD / 2, "val_mean_p": 0.95})
+    assert "saturated" in saturated and "insight calibrate" in saturated
     assert same_answer_warning({"val_p_std": 0.2}) is None and same_answer_warning({"train_loss": 0.7}) is None
     assert train(tmp_path / "run", data, epochs=1) == 0
     (record,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]

@@ -103,8 +103,13 @@ def same_answer_warning(record: dict[str, Any]) -> str | None:
     spread = record.get("val_p_std")
     if spread is None or spread >= SAME_ANSWER_STD:
         return None
-    return (f"validation p(PE) is the same for every scan (std {spread:.4f} < {SAME_ANSWER_STD}): the model "
-            f"answers the label prior, not the scan; it has not learned to detect PE (yet)")
+    mean = record.get("val_mean_p", 0.5)
+    if 0.1 < mean < 0.9:
+        return (f"validation p(PE) is the same for every scan (std {spread:.4f} < {SAME_ANSWER_STD}): the model "
+                f"answers the label prior, not the scan; it has not learned to detect PE (yet)")
+    return (f"validation p(PE) is the same for every scan (std {spread:.4f} < {SAME_ANSWER_STD}) at {mean:.3f}: "
+            f"the pooled probability is saturated; check the ranking (val_auroc), and calibrate the model "
+            f"(insight calibrate) before using its probabilities")
 
 
 class InsightTrainer:
@@ -334,7 +339,8 @@ class InsightTrainer:
         labels = np.asarray([c.label for c in cases])
         clipped = np.clip(probs, 1e-6, 1 - 1e-6)
         bce = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
-        metrics = {"val_bce": bce, "val_auroc": auroc(labels, probs), "val_p_std": float(probs.std())}
+        metrics = {"val_bce": bce, "val_auroc": auroc(labels, probs), "val_p_std": float(probs.std()),
+                   "val_mean_p": float(probs.mean())}
         if labels.any() and not labels.all():
             metrics["val_mean_p_pe"] = float(probs[labels == 1].mean())
             metrics["val_mean_p_no_pe"] = float(probs[labels == 0].mean())
