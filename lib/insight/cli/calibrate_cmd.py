@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit p' = sigmoid(a * logit(p) + b) on folders of volumes with labels.csv (image, pe), fold it "
                     "into the detection module's last layer, and write the calibrated checkpoint: heatmap, findings "
                     "and p(PE) then all use the calibrated scale. Max-pooling models only (as anomaly-seeded "
-                    "ones); the command checks that the ranking of the scans is unchanged. Use scans the model was not trained on (its "
-                    "validation set, or a site's own labelled studies). Masks are never read.")
+                    "ones); the command checks that the ranking of the scans is unchanged. Use scans the model was "
+                    "not trained on (its validation set, or a site's own labelled studies). Masks are never read.")
     parser.add_argument("--model", required=True, type=Path, help="checkpoint to calibrate")
     parser.add_argument("--labelled", required=True, type=Path, nargs="+",
                         help="folders of volumes with labels.csv (columns image, pe)")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from insight.devices import resolve_device
     from insight.io.atomic import write_json_atomic
     from insight.metrics.classification import auroc, expected_calibration_error
-    from insight.models.checkpoint import load_checkpoint, save_checkpoint, weights_digest
+    from insight.models.checkpoint import insight_model_version, load_checkpoint, save_checkpoint
     from insight.training import prepare_cases, read_label_table
     from insight.training.calibration import fit_platt_scaling, fold_into_detection
     from insight.training.trainer import scan_probabilities
@@ -56,19 +56,20 @@ def run(args: argparse.Namespace) -> int:
     scaling = fit_platt_scaling(before, labels)
     fold_into_detection(loaded.model, scaling)
     after = scan_probabilities(loaded.model, cases, context, device)
-    if abs(auroc(labels, after) - auroc(labels, before)) > 1e-6:
-        raise InputError(f"calibrating {args.model} would change its ranking of these scans (AUROC "
-                         f"{auroc(labels, before):.3f} -> {auroc(labels, after):.3f}): its context module is not "
-                         "neutral enough for a folded calibration; nothing written")
 
     def summary(p: np.ndarray) -> dict:
         return {"auroc": auroc(labels, p), "expected_calibration_error": expected_calibration_error(labels, p),
                 "mean_p_pe": float(p[labels == 1].mean()), "mean_p_no_pe": float(p[labels == 0].mean())}
 
+    measured = {"before": summary(before), "after": summary(after)}
+    if abs(measured["after"]["auroc"] - measured["before"]["auroc"]) > 1e-6:
+        raise InputError(f"calibrating {args.model} would change its ranking of these scans (AUROC "
+                         f"{measured['before']['auroc']:.3f} -> {measured['after']['auroc']:.3f}): its context module "
+                         "is not neutral enough for a folded calibration; nothing written")
     report = {"calibrated_from": loaded.model_version, "slope": scaling.slope, "intercept": scaling.intercept,
               "scans": len(cases), "pe_scans": int(labels.sum()), "folders": [str(f) for f in args.labelled],
-              "before": summary(before), "after": summary(after)}
-    version = f"insight-{loaded.config.model.encoder}-{weights_digest(loaded.model)}"
+              **measured}
+    version = insight_model_version(loaded.model)
     training = {k: v for k, v in loaded.training.items() if k != "optimizer"}
     training["calibration"] = report
     save_checkpoint(args.out, loaded.model, loaded.config, version, training)

@@ -23,7 +23,8 @@ from insight.errors import ModelError
 from insight.io.atomic import atomic_output
 from insight.models.insight_model import InsightModel
 
-__all__ = ["CHECKPOINT_FORMAT", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "weights_digest"]
+__all__ = ["CHECKPOINT_FORMAT", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "weights_digest",
+           "insight_model_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def weights_digest(model: torch.nn.Module, length: int = 10) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", copy=True).contiguous().numpy().tobytes())
     return digest.hexdigest()[:length]
+
+
+def insight_model_version(model: InsightModel) -> str:
+    """``insight-<encoder>-<weights digest>``: the version every INSIGHT checkpoint is saved under."""
+    return f"insight-{model.config.encoder}-{weights_digest(model)}"
 
 
 def save_checkpoint(path: str | Path, model: InsightModel, config: InsightConfig, model_version: str,

@@ -10,10 +10,10 @@ Because the detection module ends in a 1x1 conv (linear in its input), the same 
 location is exact to fold into that conv: logits' = a * logits + b. So the calibrated model is an
 ordinary checkpoint: heatmap, findings and p(PE) all move together, and nothing at inference
 changes. This commutes with the pooling only for max pooling (SmoothMax reweights locations by
-their values: measured, a tiny SmoothMax model's AUROC went from 0.94 to 0.31), and with a context
-module near neutral (H = D * (1 - X), X ~ 0, as after
-anomaly seeding) the folded model's p(PE) is the Platt-scaled one up to that factor; ``insight
-calibrate`` measures the folded model again rather than assume it.
+their values: measured, a tiny SmoothMax model's AUROC went from 0.94 to 0.31). With a context
+module near neutral (H = D * (1 - X), X ~ 0, as after anomaly seeding) the folded model's p(PE) is
+the Platt-scaled one up to that factor; ``insight calibrate`` measures the folded model again
+rather than assume it.
 """
 
 from __future__ import annotations

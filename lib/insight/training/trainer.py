@@ -28,7 +28,7 @@ from insight.devices import autocast_for
 from insight.errors import InputError, ModelError
 from insight.io.atomic import write_json_atomic
 from insight.metrics.classification import auroc
-from insight.models.checkpoint import load_checkpoint, save_checkpoint, weights_digest
+from insight.models.checkpoint import insight_model_version, load_checkpoint, save_checkpoint
 from insight.models.insight_model import InsightModel
 from insight.models.losses import InsightLoss
 from insight.preprocessing import slice_stack
@@ -37,7 +37,8 @@ from insight.training.anomaly_seed import (SeedInstances, collect_seed_instances
 from insight.training.augment import VolumeAugmenter
 from insight.training.dataset import PreparedCase
 
-__all__ = ["TrainSummary", "InsightTrainer", "scan_probabilities", "seed_everything", "same_answer_warning", "SAME_ANSWER_STD"]
+__all__ = ["TrainSummary", "InsightTrainer", "scan_probabilities", "seed_everything", "same_answer_warning",
+           "SAME_ANSWER_STD"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +267,8 @@ class InsightTrainer:
         if self.augmenter is not None:
             self.augmenter.reseed(self.train_config.seed * 100_003 + epoch)
         losses = []
-        bar = tqdm(order, desc=f"epoch {epoch + 1}/{self.seed_epochs + self.train_config.epochs}", disable=not progress, unit="scan",
-                   leave=False)
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{self.seed_epochs + self.train_config.epochs}",
+                   disable=not progress, unit="scan", leave=False)
         per_step = self.train_config.scans_per_step
         self.optimizer.zero_grad(set_to_none=True)
         for position, index in enumerate(bar):
@@ -353,7 +354,7 @@ class InsightTrainer:
         return value >= self.best_auroc
 
     def model_version(self) -> str:
-        return f"insight-{self.config.model.encoder}-{weights_digest(self.model)}"
+        return insight_model_version(self.model)
 
     def _save(self, epoch: int, improved: bool) -> None:
         version = self.model_version()
