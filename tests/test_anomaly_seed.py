@@ -13,6 +13,7 @@ from insight.config import ModelConfig
 from insight.errors import InputError
 from insight.models.checkpoint import load_checkpoint
 from insight.models.insight_model import InsightModel
+from insight.preprocessing import slice_stack
 from insight.training.anomaly_seed import (NormalAppearanceModel, collect_seed_instances, extract_patches,
                                            learned_radius, most_anomalous, neutralise_context, scan_locations,
                                            seed_detection_logits)
@@ -82,6 +83,22 @@ def test_collected_instances_prefer_the_planted_anomaly_and_carry_scan_labels():
     # the centre intensity (fixed map 0) of the positives' instances lies on or right next to the plug
     centre_intensity = instances.patches[15:, 0, 1, 1].float()
     assert (centre_intensity > 0.85).float().mean() > 0.5
+
+
+def test_cached_encoder_inputs_select_the_same_instances():
+    cases = [_random_case(label, seed, noise=0.05) for label, seed in [(0, 0), (0, 1), (1, 10), (1, 11)]]
+    for case in cases[2:]:
+        case.volume[2:4, 8:11, 9:12] = 0.9
+    model = InsightModel(SEEDED_MODEL, in_channels=3)
+    settings = dict(instances_per_scan=4, components=2, reference_per_scan=100, seed=0, progress=False)
+    computed = collect_seed_instances(model, cases, 1, **settings)
+    with torch.no_grad():
+        cached = [model.encoder.precompute(slice_stack(c.volume.float(), 1)) for c in cases]
+    reused = collect_seed_instances(model, cases, 1, encoder_inputs=cached, **settings)
+    torch.testing.assert_close(reused.patches, computed.patches)
+    assert reused.scan_index.tolist() == computed.scan_index.tolist()
+    with pytest.raises(ValueError, match="3 cached encoder inputs for 4 cases"):
+        collect_seed_instances(model, cases, 1, encoder_inputs=cached[:3], **settings)
 
 
 def test_seeding_needs_a_fixed_feature_encoder():

@@ -46,7 +46,7 @@ def _sync(device: torch.device) -> None:
 
 
 def grad_cam(model: GlobalPoolCNN, slices: torch.Tensor, region: torch.Tensor | None = None,
-             autocast: torch.autocast | None = None) -> GradCAMResult:
+             autocast: torch.autocast | None = None, precomputed: bool = False) -> GradCAMResult:
     """Grad-CAM of every class for one volume.
 
     Args:
@@ -54,6 +54,7 @@ def grad_cam(model: GlobalPoolCNN, slices: torch.Tensor, region: torch.Tensor | 
         slices: [N, C, H, W] slice stacks on the model's device.
         region: [N, H, W] bool search region, or None.
         autocast: an autocast context to run the forward pass in (e.g. bf16 on CUDA), or None.
+        precomputed: ``slices`` is the encoder's parameter-free output [N, C', h, w] instead.
     """
     device = slices.device
     _sync(device)
@@ -61,9 +62,9 @@ def grad_cam(model: GlobalPoolCNN, slices: torch.Tensor, region: torch.Tensor | 
     with torch.enable_grad():
         if autocast is not None:
             with autocast:
-                features = model.feature_maps(slices)
+                features = model.feature_maps(slices, precomputed)
         else:
-            features = model.feature_maps(slices)
+            features = model.feature_maps(slices, precomputed)
         if not features.requires_grad:  # frozen weights: track the activations themselves
             features = features.detach().requires_grad_(True)
         mask = model.cells(region, features)

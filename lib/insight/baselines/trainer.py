@@ -5,7 +5,10 @@ for a fair comparison: the data order, augmentation (flips, intensity), slice st
 (AdamW), cosine schedule, gradient clipping, scans per step, cached encoder inputs and the choice
 of the best epoch by validation AUROC. Only the network and the loss differ: a baseline is trained
 with binary cross-entropy on its scan probability alone (the INSIGHT-specific terms, spectral
-decoupling on heatmap logits and the hard-negative heatmap term, have no counterpart in it).
+decoupling on heatmap logits and the hard-negative heatmap term, have no counterpart in it). With
+anomaly seeding in the shared settings (``seed_instances``), which needs INSIGHT's instance
+detector, a baseline trains ``seed_epochs + epochs`` weak-label epochs instead: the same number of
+epochs.
 
 A baseline checkpoint is a ``torch.save`` dict ``{"format": "insight-baseline-1", "kind": str,
 "model_version": str, "config": InsightConfig.to_dict(), "state_dict": ..., "training": {...}}``,
@@ -14,6 +17,7 @@ loaded with ``weights_only=True``. It is not an INSIGHT checkpoint: ``insight pr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +65,11 @@ class BaselineTrainer(InsightTrainer):
 
     def __init__(self, kind: str, config: InsightConfig, train_config: TrainConfig, out_dir: str | Path,
                  device: torch.device | str = "cpu") -> None:
+        if train_config.seed_instances:
+            # anomaly seeding trains an instance detector, which a baseline has not: it gets the same
+            # number of epochs as weak-label epochs instead
+            train_config = dataclasses.replace(train_config, seed_instances=0,
+                                               epochs=train_config.epochs + train_config.seed_epochs)
         super().__init__(config, train_config, out_dir, device)
         seed_everything(train_config.seed)  # the baseline starts from the same seed state INSIGHT does
         self.kind = kind

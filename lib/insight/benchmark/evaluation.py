@@ -1,8 +1,10 @@
 """Scoring every method on one split, scan by scan, against the clot masks (never seen in training).
 
 Per scan the volume is read and preprocessed once (the product's path: ``prepare_volume``,
-``slice_stack``), then each method runs on the same tensors in turn, so their timings are taken
-under the same conditions. Each heatmap is brought back onto the scan's own voxel grid exactly as
+``slice_stack``), and with a fixed-feature encoder (shared by every method) its parameter-free part
+is computed once too (:func:`insight.benchmark.methods.shared_encoder_input`, timed and added to
+each method's model time); then each method runs on the same tensors in turn, so their timings are
+taken under the same conditions. Each heatmap is brought back onto the scan's own voxel grid exactly as
 ``insight predict`` does (:func:`insight.inference.predictor.heatmap_to_grid`, then
 :func:`insight.preprocessing.to_reference_grid`) and compared with the clot mask there.
 
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 from insight.baselines import region_cells
 from insight.benchmark.config import EvaluationSpec, ThresholdRule
-from insight.benchmark.methods import TrainedMethod
+from insight.benchmark.methods import TrainedMethod, shared_encoder_input
 from insight.config import PreprocessConfig
 from insight.errors import InputError
 from insight.evaluation.evaluate import clot_mask_path
@@ -61,6 +63,7 @@ class CaseResult:
     forward_s: float
     backward_s: float
     to_grid_s: float
+    fixed_features_s: float = 0.0
     dice_own: float | None = None
     iou_own: float | None = None
     pointing_hit: bool | None = None
@@ -79,6 +82,7 @@ class CaseResult:
             "flagged_ml": round(self.flagged_ml, 3), "dice_own": self.dice_own, "iou_own": self.iou_own,
             "pointing_hit": self.pointing_hit, "forward_s": round(self.forward_s, 5),
             "backward_s": round(self.backward_s, 5), "to_grid_s": round(self.to_grid_s, 5),
+            "fixed_features_s": round(self.fixed_features_s, 5),
         }
 
 
@@ -181,21 +185,28 @@ def evaluate_split(methods: list[TrainedMethod], folder: Path, preprocess: Prepr
                                      (image.GetSpacing()[1], image.GetSpacing()[0]))
             montage.append(keep_slice)
         if warm_up and position == 0:
+            warm_input, _ = shared_encoder_input(methods, slices)
             for method in methods:
-                method.scan_output(slices, region)
+                method.scan_output(slices if warm_input is None else warm_input, region, warm_input is not None)
+            del warm_input
+        encoder_input, fixed_s = shared_encoder_input(methods, slices)
         for method in methods:
-            row = _score(method, slices, region, prepared.grid, image, mask, n_emboli, voxel_ml, case.name,
-                         case.label, spec)
+            row = _score(method, slices, encoder_input, region, prepared.grid, image, mask, n_emboli, voxel_ml,
+                         case.name, case.label, spec)
+            row[0].fixed_features_s = fixed_s
             results[method.spec.name].append(row[0])
             if keep_slice is not None:
                 keep_slice.heatmaps[method.spec.name] = row[1][keep_slice.slice_index].copy()
     return SplitEvaluation(results, preprocess_s, montage)
 
 
-def _score(method: TrainedMethod, slices: torch.Tensor, region: torch.Tensor, grid: sitk.Image,
-           image: sitk.Image, mask: np.ndarray, n_emboli: int, voxel_ml: float, name: str, label: int,
-           spec: EvaluationSpec) -> tuple[CaseResult, np.ndarray]:
-    output = method.scan_output(slices, region)
+def _score(method: TrainedMethod, slices: torch.Tensor, encoder_input: torch.Tensor | None, region: torch.Tensor,
+           grid: sitk.Image, image: sitk.Image, mask: np.ndarray, n_emboli: int, voxel_ml: float, name: str,
+           label: int, spec: EvaluationSpec) -> tuple[CaseResult, np.ndarray]:
+    if encoder_input is None:
+        output = method.scan_output(slices, region)
+    else:
+        output = method.scan_output(encoder_input, region, precomputed=True)
     started = time.perf_counter()
     on_input = to_reference_grid(heatmap_to_grid(output.heatmap, method.stride, grid), image, default_value=0.0)
     heat = sitk.GetArrayFromImage(on_input)

@@ -47,6 +47,22 @@ def _row(method: dict[str, Any], fp_rates: list[float]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _budget(train: dict[str, Any]) -> str:
+    """The shared training budget in words (anomaly seeding applies to INSIGHT-kind methods only)."""
+    if not train.get("seed_instances"):
+        return f"{train['epochs']} epochs"
+    total = train["seed_epochs"] + train["epochs"]
+    return (f"{total} epochs: for INSIGHT-kind methods {train['seed_epochs']} anomaly-seeded instance epochs "
+            f"({train['seed_instances']} instances per scan) then {train['epochs']} weak-label epochs; "
+            f"baselines (no instance detector to seed) {total} weak-label epochs")
+
+
+def _fixed_s(results: dict[str, Any]) -> float | None:
+    """Mean seconds of the shared fixed-feature pass (0 when the encoder has none)."""
+    methods = results["methods"]
+    return methods[0]["cost"].get("fixed_features_s_mean", 0.0) if methods else None
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """The results table with the command, hardware, data and the rules it was measured by."""
     fp_rates = results["evaluation"]["fp_rates"]
@@ -66,9 +82,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"seed {data['train']['seed']}), validation {data['val']['n']} ({data['val']['n_pe']} PE, seed "
         f"{data['val']['seed']}), test {data['test']['n']} ({data['test']['n_pe']} PE, seed {data['test']['seed']}, "
         f"{results['test_emboli']} emboli counted as 26-connected clot components)",
-        f"- Every method: encoder `{model['encoder']}` (stride {model['encoder_stride']}), "
-        f"{budget['epochs']} epochs, AdamW lr {budget['learning_rate']:g}, seed {budget['seed']}, the epoch with the "
-        "best validation AUROC kept",
+        f"- Every method: encoder `{model['encoder']}` (stride {model['encoder_stride']}), search region "
+        f"`{results['config']['preprocess']['search_region']}`, {_budget(budget)}, AdamW lr "
+        f"{budget['learning_rate']:g}, seed {budget['seed']}, the epoch with the best validation AUROC kept",
         "",
         f"| Method | AUROC (95% CI) | Sens / Spec @ p | ECE | Dice, own threshold | IoU, own threshold | "
         f"Dice @ val-chosen threshold | Dice @ test-optimal threshold (oracle) | Pointing game | "
@@ -96,6 +112,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         "- Heatmaps of ABMIL and Grad-CAM are the attention / class-activation map divided by its maximum and "
         "multiplied by the scan probability. Model time: forward pass per volume on the listed device "
         "(for Grad-CAM plus its extra backward pass), preprocessing and I/O excluded "
-        f"(shared preprocessing: {_seconds(results['preprocess_s_mean'])} per volume).",
+        f"(shared preprocessing: {_seconds(results['preprocess_s_mean'])} per volume). The encoder's "
+        "parameter-free part (same for every method) is computed once per volume and its time, "
+        f"{_seconds(_fixed_s(results))}, is included in every method's model time.",
     ]
     return "\n".join(lines) + "\n"

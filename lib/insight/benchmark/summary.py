@@ -95,9 +95,11 @@ def summarize_method(test: list[CaseResult], val: list[CaseResult], spec: Evalua
                                                   "dice": float(test_curve[chosen])}
     froc = {"overlap": _froc_json(froc_curve([r.candidates_overlap for r in test]), spec.fp_rates),
             "peak": _froc_json(froc_curve([r.candidates_peak for r in test]), spec.fp_rates)}
-    forward = [r.forward_s for r in test]
+    fixed = [r.fixed_features_s for r in test]
+    forward = np.add([r.forward_s for r in test], fixed)  # the whole forward pass, shared fixed part included
     backward = [r.backward_s for r in test]
     cost = {"forward_s_mean": float(np.mean(forward)), "backward_s_mean": float(np.mean(backward)),
+            "fixed_features_s_mean": float(np.mean(fixed)),
             "model_s_mean": float(np.mean(np.add(forward, backward))),
             "model_s_median": float(np.median(np.add(forward, backward))),
             "to_grid_s_mean": float(np.mean([r.to_grid_s for r in test]))}

@@ -139,14 +139,18 @@ def _require_fixed_features(model: InsightModel) -> None:
 
 @torch.no_grad()
 def scan_locations(model: InsightModel, case: PreparedCase, slice_context: int,
-                   device: torch.device | str = "cpu") -> ScanLocations:
+                   device: torch.device | str = "cpu", encoder_input: torch.Tensor | None = None) -> ScanLocations:
     """The search-region locations of ``case`` with their fixed features (see :class:`ScanLocations`).
 
     At stride 1 the encoder's average- and max-pooled maps are the same, so the features are the
-    fixed maps themselves; at coarser strides both poolings are kept.
+    fixed maps themselves; at coarser strides both poolings are kept. ``encoder_input``: the scan's
+    precomputed encoder input [N, C', h, w] when already at hand (e.g. the trainer's cache), else
+    it is computed here.
     """
     _require_fixed_features(model)
-    encoder_input = model.encoder.precompute(slice_stack(case.volume.float(), slice_context).to(device)).float()
+    if encoder_input is None:
+        encoder_input = model.encoder.precompute(slice_stack(case.volume.float(), slice_context).to(device))
+    encoder_input = encoder_input.to(device).float()
     n_fixed = encoder_input.shape[1] // 2
     maps = encoder_input[:, :n_fixed] if model.stride == 1 else encoder_input
     if case.region is not None:
@@ -190,7 +194,8 @@ def learned_radius(model: InsightModel) -> int:
 
 def collect_seed_instances(model: InsightModel, cases: list[PreparedCase], slice_context: int,
                            instances_per_scan: int, components: int, reference_per_scan: int, seed: int,
-                           device: torch.device | str = "cpu", progress: bool = True) -> SeedInstances:
+                           device: torch.device | str = "cpu", progress: bool = True,
+                           encoder_inputs: list[torch.Tensor] | None = None) -> SeedInstances:
     """Fit the normal appearance model on the no-PE ``cases`` and select each case's instances.
 
     Args:
@@ -198,18 +203,27 @@ def collect_seed_instances(model: InsightModel, cases: list[PreparedCase], slice
         components: mixture components.
         reference_per_scan: locations sampled from each no-PE scan to fit the mixture.
         seed: random state of the sampling and of the mixture.
+        encoder_inputs: the precomputed encoder input of each case (aligned with ``cases``), if
+            already cached; without it the fixed features are computed in each of the two passes
+            (rather than held: at stride 1 they take about 90 MB per phantom).
 
-    Two passes over the scans (fixed features are recomputed rather than held: at stride 1 they take
-    about 90 MB per phantom). Labels: only the scan labels; no mask is read.
+    Labels: only the scan labels; no mask is read.
     """
+    if encoder_inputs is not None and len(encoder_inputs) != len(cases):
+        raise ValueError(f"{len(encoder_inputs)} cached encoder inputs for {len(cases)} cases")
+
+    def locations_of(index: int) -> ScanLocations:
+        cached = encoder_inputs[index] if encoder_inputs is not None else None
+        return scan_locations(model, cases[index], slice_context, device, cached)
+
     _require_fixed_features(model)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     reference = []
-    normals = [c for c in cases if c.label == 0]
-    for position, case in enumerate(tqdm(normals, desc="normal reference", disable=not progress, unit="scan")):
+    normals = [i for i, c in enumerate(cases) if c.label == 0]
+    for position, index in enumerate(tqdm(normals, desc="normal reference", disable=not progress, unit="scan")):
         _log_progress(progress, "normal reference", position, len(normals), started)
-        features = scan_locations(model, case, slice_context, device).features
+        features = locations_of(index).features
         if len(features):
             reference.append(features[rng.choice(len(features), min(reference_per_scan, len(features)), replace=False)])
     if not reference:
@@ -222,7 +236,7 @@ def collect_seed_instances(model: InsightModel, cases: list[PreparedCase], slice
     patches, labels, owners = [], [], []
     for index, case in enumerate(tqdm(cases, desc="selecting instances", disable=not progress, unit="scan")):
         _log_progress(progress, "selecting instances", index, len(cases), started)
-        scan = scan_locations(model, case, slice_context, device)
+        scan = locations_of(index)
         if not len(scan.features):
             logger.warning("%s: empty search region, no instances", case.name)
             continue

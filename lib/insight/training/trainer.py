@@ -48,8 +48,6 @@ _LOG_EVERY = 24
 #: same answer (the label prior). Two measured stalls gave 0.0015 and 0.0018 over 8 validation scans
 #: (inspect_argmax.py in docs/experiments/2026-11-23-cpu-big-clot-diagnostic).
 SAME_ANSWER_STD = 0.005
-#: Above this many bytes the training scans' fixed features are not cached (computed every step).
-_MAX_FEATURE_CACHE_BYTES = 6e9
 
 
 @dataclass
@@ -219,9 +217,9 @@ class InsightTrainer:
         channels = 2 * getattr(self.model.encoder, "N_FIXED", 0)
         size = sum(c.volume.shape[0] * math.ceil(c.volume.shape[1] / stride) * math.ceil(c.volume.shape[2] / stride)
                    for c in cases) * channels * 2
-        if size > _MAX_FEATURE_CACHE_BYTES:
-            logger.warning("the fixed-feature cache would take %.1f GB: computing the features every step instead",
-                           size / 1e9)
+        if size > self.train_config.feature_cache_gb * 1e9:
+            logger.warning("the fixed-feature cache would take %.1f GB (> feature_cache_gb %g): computing the "
+                           "features every step instead", size / 1e9, self.train_config.feature_cache_gb)
             return False
         return True
 
@@ -229,9 +227,7 @@ class InsightTrainer:
         """One pass of instance training over the anomaly-seeded instances (selected once per run)."""
         config = self.train_config
         if self._seed_instances is None:
-            self._seed_instances = collect_seed_instances(
-                self.model, cases, self.config.preprocess.slice_context, config.seed_instances,
-                config.seed_components, config.seed_reference_per_scan, config.seed, self.device, progress)
+            self._seed_instances = self._select_seed_instances(cases, progress)
             if epoch == 0:
                 neutralise_context(self.model)
         instances = self._seed_instances
@@ -255,6 +251,19 @@ class InsightTrainer:
             losses.append(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         return float(np.mean(losses))
+
+    def _select_seed_instances(self, cases: list[PreparedCase], progress: bool,
+                               encoder_inputs: list[torch.Tensor] | None = None) -> SeedInstances:
+        """The anomaly-seeded instances of ``cases``.
+
+        By default the fixed features are computed afresh (float32), so the selection does not depend
+        on whether weak epochs (and so the float16 training cache) follow: a resumed run selects
+        exactly what the uninterrupted one did. ``encoder_inputs``: cached inputs to select from instead.
+        """
+        config = self.train_config
+        return collect_seed_instances(
+            self.model, cases, self.config.preprocess.slice_context, config.seed_instances, config.seed_components,
+            config.seed_reference_per_scan, config.seed, self.device, progress, encoder_inputs=encoder_inputs)
 
     def _train_epoch(self, cases: list[PreparedCase], epoch: int, progress: bool) -> float:
         self.model.train()
