@@ -24,6 +24,7 @@ from insight.benchmark.config import SplitSpec, ThresholdRule
 from insight.benchmark.data import MANIFEST_FILE, ensure_split, ensure_splits, write_split
 from insight.benchmark.evaluation import dice_curve, own_threshold
 from insight.benchmark.methods import TRAINING_RECORD, training_fingerprint
+from insight.benchmark.report import markdown_report
 from insight.benchmark.summary import youden_threshold
 from insight.cli import main as cli_main
 from insight.config import InsightConfig, ModelConfig, TrainConfig
@@ -187,6 +188,22 @@ def test_small_benchmark_splits_come_from_separate_seeds_and_are_reused(small_ru
     assert {p: p.stat().st_mtime_ns for p in data.rglob("*.nii.gz")} == before
 
 
+def test_published_results_are_the_measured_run_of_the_shipped_cpu_config():
+    """benchmarks/results/ holds one real run: its table is what its JSON gives, its settings are cpu.json's,
+    and the figures quoted in the README are that JSON's."""
+    published = REPO / "benchmarks" / "results"
+    results = json.loads((published / "results.json").read_text())
+    assert (published / "results.md").read_text() == markdown_report(results)
+    config = load_benchmark_config(REPO / "benchmarks" / "configs" / "cpu.json")
+    assert results["config"] == json.loads(json.dumps(config.to_json()))
+    assert [m["name"] for m in results["methods"]] == [m.name for m in config.methods]
+    readme = (REPO / "README.md").read_text()
+    for method in results["methods"]:
+        cls = method["classification"]
+        low, high = cls["auroc_ci95"]
+        assert f"| {cls['auroc']:.3f} ({low:.2f}-{high:.2f}) | {method['localization']['pointing_game']:.2f} |" in readme
+
+
 def test_split_with_other_settings_is_generated_again(tmp_path):
     config = load_benchmark_config(SMALL_CONFIG)
     folder = ensure_split(tmp_path / "test", SplitSpec(1304, 2), config.phantom, progress=False)
@@ -231,6 +248,12 @@ def test_shipped_configs_parse():
         assert len({s.seed for s in config.splits.values()}) == 3
     assert small.method_model(small.methods[1]).use_context is False
     assert full.splits["test"].n > small.splits["test"].n
+    # the published CPU run and the timing run measure the full config's model and recipe on fewer scans
+    cpu, timing = (load_benchmark_config(FULL_CONFIG.parent / f"{n}.json") for n in ("cpu", "timing"))
+    for config in (cpu, timing):
+        assert config.model == full.model and config.preprocess == full.preprocess and config.methods == full.methods
+        assert config.train.seed_instances == full.train.seed_instances > 0
+        assert config.splits["train"].n < full.splits["train"].n
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -52,9 +52,14 @@ def _budget(train: dict[str, Any]) -> str:
     if not train.get("seed_instances"):
         return f"{train['epochs']} epochs"
     total = train["seed_epochs"] + train["epochs"]
-    return (f"{total} epochs: for INSIGHT-kind methods {train['seed_epochs']} anomaly-seeded instance epochs "
-            f"({train['seed_instances']} instances per scan) then {train['epochs']} weak-label epochs; "
-            f"baselines (no instance detector to seed) {total} weak-label epochs")
+    return (f"{_epochs(total)}: for INSIGHT-kind methods {_epochs(train['seed_epochs'], 'anomaly-seeded instance')} "
+            f"({train['seed_instances']} instances per scan) then {_epochs(train['epochs'], 'weak-label')}; "
+            f"baselines (no instance detector to seed) {_epochs(total, 'weak-label')}")
+
+
+def _epochs(count: int, kind: str = "") -> str:
+    """``3 weak-label epochs``, ``1 epoch``."""
+    return f"{count} {kind + ' ' if kind else ''}epoch{'' if count == 1 else 's'}"
 
 
 def _fixed_s(results: dict[str, Any]) -> float | None:
