@@ -187,7 +187,7 @@ def evaluate_split(methods: list[TrainedMethod], folder: Path, preprocess: Prepr
         if warm_up and position == 0:
             warm_input, _ = shared_encoder_input(methods, slices)
             for method in methods:
-                method.scan_output(slices if warm_input is None else warm_input, region, warm_input is not None)
+                method.scan_output(slices, region, warm_input)
             del warm_input
         encoder_input, fixed_s = shared_encoder_input(methods, slices)
         for method in methods:
@@ -203,10 +203,7 @@ def evaluate_split(methods: list[TrainedMethod], folder: Path, preprocess: Prepr
 def _score(method: TrainedMethod, slices: torch.Tensor, encoder_input: torch.Tensor | None, region: torch.Tensor,
            grid: sitk.Image, image: sitk.Image, mask: np.ndarray, n_emboli: int, voxel_ml: float, name: str,
            label: int, spec: EvaluationSpec) -> tuple[CaseResult, np.ndarray]:
-    if encoder_input is None:
-        output = method.scan_output(slices, region)
-    else:
-        output = method.scan_output(encoder_input, region, precomputed=True)
+    output = method.scan_output(slices, region, encoder_input)
     started = time.perf_counter()
     on_input = to_reference_grid(heatmap_to_grid(output.heatmap, method.stride, grid), image, default_value=0.0)
     heat = sitk.GetArrayFromImage(on_input)

@@ -76,12 +76,16 @@ class TrainedMethod:
         return bool(getattr(self.model, "supports_precompute", False))
 
     def scan_output(self, slices: torch.Tensor, region: torch.Tensor | None,
-                    precomputed: bool = False) -> ScanOutput:
+                    encoder_input: torch.Tensor | None = None) -> ScanOutput:
         """``slices`` [N, C, H, W] and ``region`` [N, H, W] bool, both on :attr:`device`.
 
-        With ``precomputed``, ``slices`` is the encoder's parameter-free output instead
-        (:func:`shared_encoder_input`), and the times cover the learned part only.
+        ``encoder_input``: the encoder's parameter-free output for these slices
+        (:func:`shared_encoder_input`), used instead of them when given; the times then cover the
+        learned part only.
         """
+        precomputed = encoder_input is not None
+        if precomputed:
+            slices = encoder_input
         if isinstance(self.model, GlobalPoolCNN):
             autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                         if self.amp and self.device.type == "cuda" else None)
@@ -214,23 +218,28 @@ def train_method(spec: MethodSpec, config: BenchmarkConfig, train_cases: list[Pr
     if training is not None:
         logger.info("%s: reusing the finished training in %s (best epoch %s, val AUROC %s)", spec.name, run_dir,
                     training.get("best_epoch"), training.get("best_val_auroc"))
+        model, version, _ = _load_best(spec, run_dir / "best.pt", device)
     else:
-        training = _train(spec, config, train_cases, val_cases, run_dir, device, progress, feature_cache)
+        history, seconds = _train(spec, config, train_cases, val_cases, run_dir, device, progress, feature_cache)
+        model, version, saved = _load_best(spec, run_dir / "best.pt", device)
+        training = _training_record(spec, history, seconds, saved, run_dir / "best.pt")
         write_json_atomic(run_dir / TRAINING_RECORD, {"fingerprint": fingerprint, "training": training})
-    best = run_dir / "best.pt"
-    if spec.kind == "insight":
-        loaded = load_checkpoint(best, device)
-        model, version = loaded.model, loaded.model_version
-    else:
-        baseline = load_baseline_checkpoint(best, device)
-        model, version = baseline.model, baseline.model_version
     return TrainedMethod(spec, model.eval(), version, device, config.train.amp, training)
+
+
+def _load_best(spec: MethodSpec, path: Path, device: torch.device) -> tuple[nn.Module, str, dict[str, Any]]:
+    """A method's best checkpoint: network, model version and what was saved beside it (its epoch)."""
+    if spec.kind == "insight":
+        loaded = load_checkpoint(path, device, with_training_state=True)
+        return loaded.model, loaded.model_version, loaded.training
+    baseline = load_baseline_checkpoint(path, device)
+    return baseline.model, baseline.model_version, baseline.training
 
 
 def _train(spec: MethodSpec, config: BenchmarkConfig, train_cases: list[PreparedCase],
            val_cases: list[PreparedCase], run_dir: Path, device: torch.device, progress: bool,
-           feature_cache: FeatureCache | None) -> dict[str, Any]:
-    """Train one method into ``run_dir``; returns its training record (history, best epoch, seconds)."""
+           feature_cache: FeatureCache | None) -> tuple[list[dict[str, Any]], float]:
+    """Train one method into ``run_dir``; returns its epoch history and the seconds it took."""
     insight_config = InsightConfig(preprocess=config.preprocess, model=config.method_model(spec))
     started = time.perf_counter()
     if spec.kind == "insight":
@@ -241,12 +250,12 @@ def _train(spec: MethodSpec, config: BenchmarkConfig, train_cases: list[Prepared
     logger.info("training %s (%s) for %d epochs on %d scans", spec.name, spec.kind,
                 trainer.seed_epochs + trainer.train_config.epochs, len(train_cases))
     summary = trainer.fit(train_cases, val_cases, progress=progress)
-    seconds = time.perf_counter() - started
-    history = summary.history
-    if spec.kind == "insight":
-        saved = load_checkpoint(summary.best_checkpoint, "cpu", with_training_state=True).training
-    else:
-        saved = load_baseline_checkpoint(summary.best_checkpoint).training
+    return summary.history, time.perf_counter() - started
+
+
+def _training_record(spec: MethodSpec, history: list[dict[str, Any]], seconds: float, saved: dict[str, Any],
+                     checkpoint: Path) -> dict[str, Any]:
+    """How a method's training went: epochs, the best one (``saved``: its checkpoint's training state), time."""
     best_epoch = int(saved["epoch"]) + 1 if "epoch" in saved else len(history)
     best_record = next((h for h in history if h.get("epoch") == best_epoch), {})
     training = {
@@ -256,7 +265,7 @@ def _train(spec: MethodSpec, config: BenchmarkConfig, train_cases: list[Prepared
         "seconds": round(seconds, 2),
         "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 3) if history else None,
         "history": history,
-        "checkpoint": str(summary.best_checkpoint),
+        "checkpoint": str(checkpoint),
     }
     logger.info("%s: best epoch %d of %d (val AUROC %s), %.1f s", spec.name, best_epoch, len(history),
                 training["best_val_auroc"], seconds)
