@@ -164,6 +164,23 @@ def test_training_is_reproducible_for_a_seed_and_resume_continues_exactly(prepar
     assert metrics["model_version"] == reference.model_version
 
 
+def test_validation_dice_counts_pe_cases_only_so_an_empty_network_is_not_the_best(prepared, tmp_path):
+    trainer = SegmentationTrainer(TINY, TINY_TRAIN, tmp_path, "cpu")
+
+    def background_everywhere(module, inputs, output):
+        logits = torch.zeros_like(output)
+        logits[:, 0] = 5.0
+        return logits
+
+    trainer.network.register_forward_hook(background_everywhere)
+    by_name = {pair.name: pair for pair in prepared}
+    pe_case, negative = by_name[FINAL_CASE], by_name[NEGATIVE_CASE]
+    assert pe_case.label.any() and not negative.label.any()
+    # the empty answer scores Dice 1 on the PE-free scan: a mean over both scans would give it 0.5
+    assert trainer.validate([pe_case, negative]) == 0.0
+    assert trainer.validate([negative]) == 1.0  # no PE case at all: the mean over every case
+
+
 def test_resume_refuses_another_configuration(tiny_checkpoint, tmp_path):
     other = dataclasses.replace(TINY, patch_size_zyx=(32, 32, 32))
     with pytest.raises(ModelError, match="different configuration"):

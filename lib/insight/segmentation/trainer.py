@@ -1,9 +1,9 @@
 """Patch-based training of the PE segmentation UNet, single-process or DDP.
 
 Writes to ``out_dir`` (rank 0 only, every file atomically): ``last.pt`` (every epoch, with optimizer
-state, to resume), ``best.pt`` (best validation Dice; the latest epoch when there is no validation
-set), ``metrics.json`` (history) and, under DDP, ``distributed.json`` (each rank's final weight
-digest; they must agree).
+state, to resume), ``best.pt`` (best validation Dice on the PE cases; the latest epoch when there is
+no validation set), ``metrics.json`` (history) and, under DDP, ``distributed.json`` (each rank's
+final weight digest; they must agree).
 
 Reproducible for a seed on one device and process count: the network is initialised from the seed,
 and the case order (DistributedSampler) and patch/augmentation draws (MONAI transforms) are reseeded
@@ -181,14 +181,23 @@ class SegmentationTrainer:
 
     @torch.no_grad()
     def validate(self, val_pairs: list[PreparedPair]) -> float:
-        """Mean Dice (threshold 0.5 on the segmentation grid) over ``val_pairs``."""
+        """Mean Dice (threshold 0.5 on the segmentation grid) over the ``val_pairs`` that hold PE.
+
+        Cases without PE are left out: their Dice is 1 for an empty prediction, so a mean over all
+        cases would reward the all-background network and choose it as ``best.pt`` (it did: half the
+        validation scans of a campaign are PE-free). When no validation case holds PE, the mean runs
+        over all of them (then it measures false positives: 1 = none anywhere).
+        """
         self.network.eval()
-        scores = []
+        scores, has_pe = [], []
         for pair in val_pairs:
             probability = pe_probability(self.network, pair.image, self.config, self.device, self.train_config.amp)
-            scores.append(dice(probability.numpy() >= 0.5, pair.label[0].numpy()))
+            truth = pair.label[0].numpy()
+            scores.append(dice(probability.numpy() >= 0.5, truth))
+            has_pe.append(bool(truth.any()))
         self.network.train()
-        return float(np.mean(scores))
+        positive = [score for score, pe in zip(scores, has_pe) if pe]
+        return float(np.mean(positive if positive else scores))
 
     # ----------------------------------------------------------------------------------------------
     def _epoch_seed(self, epoch: int) -> int:
