@@ -122,6 +122,21 @@ def test_cli_trains_vessel_filters_at_stride_2_and_the_predictor_maps_the_heatma
     assert 0.0 <= values.min() and values.max() <= 1.0 and 0.0 <= result.pe_probability <= 1.0
 
 
+def test_stride_1_precompute_stores_the_maps_once_and_forward_is_unchanged():
+    """At stride 1 the average- and max-pooled maps are both the fixed maps: stored once, read twice."""
+    encoder = VesselFilterEncoder(1, out_channels=6, stride=1).eval()
+    slices = torch.rand(8, 1, 20, 24, generator=torch.Generator().manual_seed(0))
+    cached = encoder.precompute(slices)
+    assert cached.shape == (8, VesselFilterEncoder.N_FIXED, 20, 24) == (8, encoder.precomputed_channels, 20, 24)
+    fixed = encoder.fixed_features(slices)
+    both_poolings = torch.cat([torch.nn.functional.avg_pool2d(fixed, 1), torch.nn.functional.max_pool2d(fixed, 1)], 1)
+    with torch.no_grad():
+        expected = encoder.mix(both_poolings)  # what the learned layer was trained to read
+        assert torch.equal(encoder(cached, precomputed=True), expected)
+        assert torch.equal(encoder(slices), expected)
+    assert VesselFilterEncoder(1, out_channels=6, stride=2).precompute(slices).shape[1] == 2 * encoder.N_FIXED
+
+
 @pytest.mark.parametrize("cache", [True, False])
 def test_feature_cache_switch_decides_whether_augmentation_reaches_the_fixed_features(tmp_path, cache):
     """Cached: the trainer feeds pooled fixed features. Not cached: it feeds the augmented slice stacks."""
@@ -137,7 +152,7 @@ def test_feature_cache_switch_decides_whether_augmentation_reaches_the_fixed_fea
     trainer.fit(cases, progress=False)
     assert (trainer._precomputed is not None) == cache
     inputs, _ = trainer._training_input(0, cases[0], torch.Generator().manual_seed(1))
-    expected_channels = 2 * VesselFilterEncoder.N_FIXED if cache else config.preprocess.in_channels
+    expected_channels = trainer.model.encoder.precomputed_channels if cache else config.preprocess.in_channels
     assert inputs.shape[1] == expected_channels
     if not cache:  # intensity augmentation reaches the encoder's input (flips alone would not change values)
         raw = cases[0].volume.float()

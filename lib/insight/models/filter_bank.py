@@ -100,13 +100,22 @@ class FilterBankEncoder(nn.Module):
             maps.append(torch.zeros_like(centre))
         return torch.cat(maps, dim=1)
 
+    @property
+    def precomputed_channels(self) -> int:
+        """Channels of :meth:`precompute`'s output: ``2 * N_FIXED``, or ``N_FIXED`` at stride 1."""
+        return self.N_FIXED if self.stride == 1 else 2 * self.N_FIXED
+
     @torch.no_grad()
     def precompute(self, slices: torch.Tensor) -> torch.Tensor:
-        """The fixed part, pooled to the output stride: [N, C_in, H, W] -> [N, 2 * N_FIXED, h, w].
+        """The fixed part, pooled to the output stride: [N, C_in, H, W] -> [N, precomputed_channels, h, w].
 
+        Average- and max-pooled maps, stacked. At stride 1 both poolings are the identity, so the maps
+        are stored once (half the memory of a training cache) and :meth:`forward` stacks them twice.
         It has no parameters, so training can compute it once per scan and reuse it every epoch.
         """
         fixed = self.fixed_features(slices)
+        if self.stride == 1:
+            return fixed
         return torch.cat([
             F.avg_pool2d(fixed, self.stride, ceil_mode=True),
             F.max_pool2d(fixed, self.stride, ceil_mode=True),
@@ -115,4 +124,6 @@ class FilterBankEncoder(nn.Module):
     def forward(self, slices: torch.Tensor, precomputed: bool = False) -> torch.Tensor:
         """``slices`` [N, C_in, H, W], or with ``precomputed`` the output of :meth:`precompute`."""
         pooled = slices if precomputed else self.precompute(slices)
+        if self.stride == 1:  # the learned layer reads (average, max) pooled maps: the same maps twice here
+            pooled = torch.cat([pooled, pooled], dim=1)
         return self.mix(pooled.float())

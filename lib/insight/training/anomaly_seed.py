@@ -142,8 +142,8 @@ def scan_locations(model: InsightModel, case: PreparedCase, slice_context: int,
                    device: torch.device | str = "cpu", encoder_input: torch.Tensor | None = None) -> ScanLocations:
     """The search-region locations of ``case`` with their fixed features (see :class:`ScanLocations`).
 
-    At stride 1 the encoder's average- and max-pooled maps are the same, so the features are the
-    fixed maps themselves; at coarser strides both poolings are kept. ``encoder_input``: the scan's
+    The features are the encoder's precomputed maps at each location (at stride 1 the fixed maps
+    themselves, at coarser strides their average- and max-pooled versions). ``encoder_input``: the scan's
     precomputed encoder input [N, C', h, w] when already at hand (e.g. the trainer's cache), else
     it is computed here.
     """
@@ -151,14 +151,12 @@ def scan_locations(model: InsightModel, case: PreparedCase, slice_context: int,
     if encoder_input is None:
         encoder_input = model.encoder.precompute(slice_stack(case.volume.float(), slice_context).to(device))
     encoder_input = encoder_input.to(device).float()
-    n_fixed = encoder_input.shape[1] // 2
-    maps = encoder_input[:, :n_fixed] if model.stride == 1 else encoder_input
     if case.region is not None:
         cells = model.region_cells(case.region.to(device), tuple(encoder_input.shape[-2:]))[:, 0]
     else:
         cells = torch.ones((encoder_input.shape[0], *encoder_input.shape[-2:]), dtype=torch.bool, device=device)
     locations = cells.nonzero()
-    features = maps.permute(0, 2, 3, 1)[cells].cpu().numpy().astype(np.float32)
+    features = encoder_input.permute(0, 2, 3, 1)[cells].cpu().numpy().astype(np.float32)
     return ScanLocations(encoder_input.cpu(), locations.cpu(), features)
 
 

@@ -214,7 +214,7 @@ class InsightTrainer:
     def _cache_fits(self, cases: list[PreparedCase]) -> bool:
         """Whether the fixed-feature cache of ``cases`` stays under the memory cap (float16)."""
         stride = self.model.stride
-        channels = 2 * getattr(self.model.encoder, "N_FIXED", 0)
+        channels = getattr(self.model.encoder, "precomputed_channels", 0)
         size = sum(c.volume.shape[0] * math.ceil(c.volume.shape[1] / stride) * math.ceil(c.volume.shape[2] / stride)
                    for c in cases) * channels * 2
         if size > self.train_config.feature_cache_gb * 1e9:
