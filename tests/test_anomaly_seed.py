@@ -157,6 +157,15 @@ def test_seeded_training_runs_seed_then_weak_epochs_and_resumes_exactly(tmp_path
     torch.testing.assert_close(after_weak_bn.running_var, seeded_bn.running_var)
 
 
+def test_weak_learning_rate_applies_to_the_weak_epochs_only(tmp_path, seed_data):
+    assert _train_seeded(tmp_path / "w", seed_data, ["--seed-epochs", "1", "--epochs", "1", "--lr", "0.003",
+                                                     "--weak-lr", "0.0002"]) == 0
+    history = json.loads((tmp_path / "w" / "metrics.json").read_text())["history"]
+    assert [(h["stage"], h["learning_rate"]) for h in history] == [("seed", 0.003), ("weak", 0.0002)]
+    stored = load_checkpoint(tmp_path / "w" / "last.pt", with_training_state=True)
+    assert stored.training["train_config"]["weak_learning_rate"] == 0.0002
+
+
 def test_zero_weak_epochs_need_seeding(tmp_path, seed_data, capsys):
     train_dir, val_dir = seed_data
     code = cli_main(["train", "--train", str(train_dir), "--out", str(tmp_path / "x"), "--epochs", "0", *TINY_FLAGS])

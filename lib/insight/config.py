@@ -183,6 +183,8 @@ class TrainConfig:
         seed_components: components of the normal appearance model (a Gaussian mixture).
         seed_reference_per_scan: locations sampled from each no-PE training scan to fit it.
         seed_batch_size: instances per optimizer step in the seed epochs.
+        weak_learning_rate: peak rate of the weak-label epochs' cosine schedule; None = ``learning_rate``.
+            After seed epochs a lower rate fine-tunes the seeded detector instead of restarting it.
         freeze_batch_norm: keep the encoder's BatchNorm statistics fixed (eval mode) in the weak-label
             epochs. Always on after seed epochs, whose statistics describe the seeded instances; set
             it to fine-tune a seeded checkpoint without seeding again.
@@ -207,6 +209,7 @@ class TrainConfig:
     seed_components: int = 64
     seed_reference_per_scan: int = 1000
     seed_batch_size: int = 512
+    weak_learning_rate: float | None = None
     freeze_batch_norm: bool = False
 
     def __post_init__(self) -> None:
@@ -225,8 +228,15 @@ class TrainConfig:
         else:
             _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _require(self.weak_learning_rate is None or self.weak_learning_rate > 0,
+                 f"weak_learning_rate must be > 0 or None, got {self.weak_learning_rate}")
         _require(self.weight_decay >= 0 and self.spectral_lambda >= 0,
                  "weight_decay and spectral_lambda must be >= 0")
+
+    @property
+    def weak_rate(self) -> float:
+        """The weak-label epochs' peak learning rate (``weak_learning_rate``, else ``learning_rate``)."""
+        return self.learning_rate if self.weak_learning_rate is None else self.weak_learning_rate
 
 
 @dataclass(frozen=True)

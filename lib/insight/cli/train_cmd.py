@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder for checkpoints and metrics")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="AdamW learning rate")
+    parser.add_argument("--weak-lr", type=float, default=None,
+                        help="peak learning rate of the weak-label epochs (default: --lr); lower it to fine-tune "
+                             "after --seed-epochs instead of restarting at --lr")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--encoder", choices=ENCODER_NAMES, default=ModelConfig.encoder)
     parser.add_argument("--encoder-channels", type=int, nargs="+", default=list(ModelConfig.encoder_channels),
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             reduce_channels=args.reduce_channels, head_widths=tuple(args.head_widths),
             use_context=not args.no_context, context_depth=args.context_depth, pooling=args.pooling,
             smoothmax_alpha=args.smoothmax_alpha)
-        train_config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=args.seed,
+        train_config = TrainConfig(epochs=args.epochs, learning_rate=args.lr, weak_learning_rate=args.weak_lr,
+                                   seed=args.seed,
                                    augment=not args.no_augment, num_threads=args.threads,
                                    slice_stride=args.slice_stride, negative_weight=args.negative_weight,
                                    negative_topk_fraction=args.negative_topk, scans_per_step=args.scans_per_step,

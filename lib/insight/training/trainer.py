@@ -184,7 +184,7 @@ class InsightTrainer:
                 train_loss = self._seed_epoch(train_cases, epoch, progress)
             else:
                 weak_epoch = epoch - self.seed_epochs
-                self._set_learning_rate(cosine_learning_rate(self.train_config.learning_rate, weak_epoch,
+                self._set_learning_rate(cosine_learning_rate(self.train_config.weak_rate, weak_epoch,
                                                              self.train_config.epochs))
                 train_loss = self._train_epoch(train_cases, epoch, progress)
             record: dict[str, Any] = {"epoch": epoch + 1, "stage": "seed" if seeding else "weak",
