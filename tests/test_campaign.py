@@ -78,6 +78,21 @@ def test_every_strategy_and_random_seed_has_every_round_with_sane_numbers(small_
     assert len(set(random_picks)) == len(random_picks), "random selection gave the same picks for two seeds"
 
 
+def test_reference_model_has_every_candidate_corrected_and_gives_the_headroom(small_run):
+    out, results = small_run
+    candidates = [c["name"] for c in results["pool"]["cases"] if c["candidate"]]
+    reference = results["all_corrected"]
+    assert reference["round"] is None and reference["corrected"] == candidates
+    assert reference["n_corrected"] == len(candidates) and reference["picked"] == []
+    assert 0.0 <= reference["dice"] <= 1.0 and reference["metrics"]["n_emboli"] == results["test"]["n_emboli"]
+    assert reference["training"]["iterations"] > 0
+    comparison = results["comparison"]
+    assert comparison["all_corrected_dice"] == reference["dice"]
+    assert comparison["headroom"] == pytest.approx(reference["dice"] - comparison["pseudo_only_dice"], abs=1e-4)
+    summary = (out / "campaign_summary.md").read_text(encoding="utf-8")
+    assert f"Every candidate corrected ({len(candidates)} scans" in summary
+
+
 def test_curves_and_comparison_follow_the_arms(small_run):
     _, results = small_run
     curves = results["curves"]
@@ -208,6 +223,8 @@ def test_configs_parse_and_bad_settings_are_clear_errors(tmp_path, capsys):
     for change, message in (({"extra": 1}, "unknown keys"), ({"test": payload["pool"]}, "different phantom seeds"),
                             ({"campaign": {**payload["campaign"], "strategies": ["random"]}}, "strategies"),
                             ({"campaign": {**payload["campaign"], "random_seeds": []}}, "random_seeds"),
+                            ({"campaign": {**payload["campaign"], "reference_all_corrected": "yes"}},
+                             "reference_all_corrected"),
                             ({"train": {"epochs": 0}}, "epochs")):
         with pytest.raises(InputError, match=message):
             parse_campaign_config({**payload, **change})

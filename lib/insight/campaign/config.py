@@ -17,13 +17,15 @@ Layout (``name``, ``pool``, ``test`` and ``campaign`` are required; unknown keys
       "train":        {SegTrainConfig fields: epochs, learning_rate, final_weight, seed, num_threads, ...},
       "campaign":     {"rounds": 5, "k": 4, "strategies": ["uncertainty", "disagreement", "diversity"],
                        "random_seeds": [0, 1, 2], "candidates": "positive_scans",
-                       "disagreement_mask": "heatmap"}
+                       "disagreement_mask": "heatmap", "reference_all_corrected": true}
     }
 
 ``candidates``: ``positive_scans`` offers only scans whose weak label is PE (a no-PE scan's mask is
 already exact: empty, so correcting it teaches nothing), ``all`` offers every uncorrected scan as the
 server does. ``disagreement_mask``: the heatmap-derived mask compared with the segmentation:
 ``heatmap`` (heatmap >= the INSIGHT model's finding threshold, the server's rule) or ``pseudo_mask``.
+``reference_all_corrected``: also train one model with every candidate corrected, the most the
+corrections can give with this pool and budget (the headroom the strategies compete for).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class RoundsSpec:
         random_seeds: one random-selection run per seed (at least one: it is the reference).
         candidates: one of :data:`CANDIDATE_RULES`.
         disagreement_mask: one of :data:`DISAGREEMENT_MASKS`.
+        reference_all_corrected: also train and score a model with every candidate corrected.
     """
 
     rounds: int
@@ -109,6 +112,7 @@ class RoundsSpec:
     random_seeds: tuple[int, ...] = (0, 1, 2)
     candidates: str = "positive_scans"
     disagreement_mask: str = "heatmap"
+    reference_all_corrected: bool = True
 
     def __post_init__(self) -> None:
         if not (_is_int(self.rounds) and self.rounds >= 1 and _is_int(self.k) and self.k >= 1):
@@ -124,6 +128,8 @@ class RoundsSpec:
             raise ValueError(f"candidates must be one of {CANDIDATE_RULES}, got {self.candidates!r}")
         if self.disagreement_mask not in DISAGREEMENT_MASKS:
             raise ValueError(f"disagreement_mask must be one of {DISAGREEMENT_MASKS}, got {self.disagreement_mask!r}")
+        if not isinstance(self.reference_all_corrected, bool):
+            raise ValueError(f"reference_all_corrected must be true or false, got {self.reference_all_corrected!r}")
 
     @property
     def corrections(self) -> int:

@@ -69,8 +69,12 @@ def strategy_curves(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return curves
 
 
-def compare_with_random(curves: dict[str, list[dict[str, Any]]], k: int, rounds: int) -> dict[str, Any]:
+def compare_with_random(curves: dict[str, list[dict[str, Any]]], k: int, rounds: int,
+                        all_corrected_dice: float | None = None) -> dict[str, Any]:
     """Corrections each strategy needs to reach random selection's final Dice, and the best strategy.
+
+    ``all_corrected_dice``: test Dice of the reference model with every candidate corrected (None when
+    it was not trained); the comparison then also reports the ``headroom`` it leaves over round 0.
 
     Returns:
         ``random_final_dice``, ``random_corrections`` (rounds * k), ``per_strategy``: name ->
@@ -115,6 +119,9 @@ def compare_with_random(curves: dict[str, list[dict[str, Any]]], k: int, rounds:
         "pseudo_only_dice": pseudo_only, "pseudo_only_dice_target": PSEUDO_ONLY_DICE_TARGET,
         "pseudo_only_meets_target": pseudo_only is not None and pseudo_only >= PSEUDO_ONLY_DICE_TARGET,
         "random_gain_over_round0": gain,
+        "all_corrected_dice": all_corrected_dice,
+        "headroom": (round(all_corrected_dice - pseudo_only, 4)
+                     if all_corrected_dice is not None and pseudo_only is not None else None),
     }
     if best is None:
         comparison["statement"] = "no strategy besides random was run"
@@ -142,7 +149,9 @@ def write_campaign_outputs(results: dict[str, Any], out_dir: str | Path) -> dict
     out = Path(out_dir)
     rounds_spec = results["config"]["campaign"]
     results["curves"] = strategy_curves(results)
-    results["comparison"] = compare_with_random(results["curves"], int(rounds_spec["k"]), int(rounds_spec["rounds"]))
+    reference = results.get("all_corrected")
+    results["comparison"] = compare_with_random(results["curves"], int(rounds_spec["k"]), int(rounds_spec["rounds"]),
+                                                reference["dice"] if reference else None)
     paths = {"json": out / RESULTS_FILE, "plot": out / PLOT_FILE, "summary": out / SUMMARY_FILE}
     plot_curves(results, paths["plot"])
     write_text_atomic(paths["summary"], summary_markdown(results))
@@ -167,6 +176,10 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
                                 color="0.6", alpha=0.3, label="random min-max")
             else:
                 ax.plot(x, y, marker="o", label=name)
+        reference = results.get("all_corrected")
+        if reference and reference[metric] is not None:
+            ax.axhline(reference[metric], color="tab:green", linestyle=":",
+                       label=f"all {reference['n_corrected']} candidates corrected")
         ax.set_xlabel("cases corrected by the clinician")
         ax.set_title(_METRIC_TITLES[metric])
         ax.grid(alpha=0.3)
@@ -210,6 +223,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         f"- {cmp['statement']}.",
         f"- Segmentation on pseudo-masks alone (round 0): test Dice {cmp['pseudo_only_dice']} (target >= "
         f"{cmp['pseudo_only_dice_target']}: {'met' if cmp['pseudo_only_meets_target'] else 'not met'}).",
+        _reference_line(results),
         "",
     ]
     for metric in CURVE_METRICS:
@@ -234,6 +248,16 @@ def summary_markdown(results: dict[str, Any]) -> str:
         lines.append(f"- {arm['arm']}: {picks}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _reference_line(results: dict[str, Any]) -> str:
+    reference = results.get("all_corrected")
+    if not reference:
+        return "- Every candidate corrected: not trained (`reference_all_corrected` is off)."
+    return (f"- Every candidate corrected ({reference['n_corrected']} scans, the most corrections can give with this "
+            f"pool and budget): test Dice {reference['dice']}, per-embolus sensitivity "
+            f"{reference['embolus_sensitivity']}, FP/scan {reference['false_positives_per_scan']}; headroom over "
+            f"round 0: {results['comparison']['headroom']} Dice.")
 
 
 def _headline(cmp: dict[str, Any]) -> str:

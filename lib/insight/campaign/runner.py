@@ -4,7 +4,9 @@
 2. Weak labels: INSIGHT heatmaps of the pool -> pseudo-masks (:mod:`insight.campaign.data`).
 3. Round 0: the segmentation model trained on pseudo-masks alone, scored on the test split. Every
    strategy starts from this one model.
-4. Rounds 1..R, per strategy (and per random seed): pick ``k`` uncorrected candidates with the
+4. Reference (``reference_all_corrected``): the model trained with every candidate corrected, the
+   ceiling of this pool and training budget.
+5. Rounds 1..R, per strategy (and per random seed): pick ``k`` uncorrected candidates with the
    current model, replace their pseudo-masks with the truth clot masks (the simulated clinician's
    correction, weighted as ``final`` labels), retrain from scratch (:mod:`insight.campaign.training`),
    score on the test split.
@@ -89,6 +91,15 @@ def run_campaign(config: CampaignConfig, device: str | None = None) -> dict[str,
         logger.info("round 0 (pseudo-masks only): %s", _describe(round0))
         timings["round0"] = time.perf_counter() - tick
 
+        all_corrected = None
+        if config.rounds.reference_all_corrected:
+            tick = time.perf_counter()
+            model_all, info_all = train_round(round_pairs(pool, candidates), config.segmentation, config.train,
+                                              work / "all_corrected", dev)
+            all_corrected = _round_record(None, [], candidates, {}, evaluate_on(model_all, test), info_all)
+            logger.info("every candidate corrected (%d): %s", len(candidates), _describe(all_corrected))
+            timings["all_corrected"] = time.perf_counter() - tick
+
         arms = []
         for arm, strategy, seed in arm_names(config):
             tick = time.perf_counter()
@@ -116,6 +127,7 @@ def run_campaign(config: CampaignConfig, device: str | None = None) -> dict[str,
         "test": {"seed": config.test.seed, "n": len(test), "n_positive": sum(c.pe for c in test),
                  "n_emboli": int(round0["metrics"]["n_emboli"]), "cases": [c.name for c in test]},
         "arms": arms,
+        "all_corrected": all_corrected,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
 
@@ -155,7 +167,7 @@ def _run_arm(arm: str, strategy: str, seed: int | None, config: CampaignConfig, 
     return records
 
 
-def _round_record(round_index: int, picked: list[str], corrected: list[str], scores: dict[str, float],
+def _round_record(round_index: int | None, picked: list[str], corrected: list[str], scores: dict[str, float],
                   metrics: dict[str, Any], train_info: dict[str, Any]) -> dict[str, Any]:
     return {"round": round_index, "n_corrected": len(corrected), "picked": list(picked), "corrected": list(corrected),
             "selection_scores": {n: round(float(v), 6) for n, v in sorted(scores.items())},
