@@ -174,7 +174,7 @@ class TrainConfig:
             flip: noise and intensity augmentation no longer reach them). False computes it every
             step from the augmented volume. Validation always uses a cache.
         feature_cache_gb: the training scans' fixed-feature cache is used only when it fits in this
-            many GB (float16; at stride 1 a 128 x 128 x 80 phantom takes about 0.1 GB with
+            many GB (float16; at stride 1 a 128 x 128 x 80 phantom takes about 0.04 GB with
             ``vessel_filters``); above it the features are computed every step.
         seed_instances: anomaly seeding (:mod:`insight.training.anomaly_seed`): the M most anomalous
             search-region locations kept per training scan as instances; 0 = no seeding. Needs a
