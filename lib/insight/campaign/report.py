@@ -178,7 +178,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
                 ax.plot(x, y, marker="o", label=name)
         reference = results.get("all_corrected")
         if reference and reference[metric] is not None:
-            ax.axhline(reference[metric], color="tab:green", linestyle=":",
+            ax.axhline(reference[metric], color="tab:purple", linestyle=":", linewidth=2,
                        label=f"all {reference['n_corrected']} candidates corrected")
         ax.set_xlabel("cases corrected by the clinician")
         ax.set_title(_METRIC_TITLES[metric])
