@@ -184,7 +184,8 @@ class TrainConfig:
         seed_reference_per_scan: locations sampled from each no-PE training scan to fit it.
         seed_batch_size: instances per optimizer step in the seed epochs.
         weak_learning_rate: peak rate of the weak-label epochs' cosine schedule; None = ``learning_rate``.
-            After seed epochs a lower rate fine-tunes the seeded detector instead of restarting it.
+            (On the phantoms, a 10x lower rate after seeding did not keep the seeded detector either:
+            docs/experiments/2026-11-24-cpu-weak-lr-after-seeding.)
         freeze_batch_norm: keep the encoder's BatchNorm statistics fixed (eval mode) in the weak-label
             epochs. Always on after seed epochs, whose statistics describe the seeded instances; set
             it to fine-tune a seeded checkpoint without seeding again.

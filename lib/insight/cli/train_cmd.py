@@ -25,8 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="AdamW learning rate")
     parser.add_argument("--weak-lr", type=float, default=None,
-                        help="peak learning rate of the weak-label epochs (default: --lr); lower it to fine-tune "
-                             "after --seed-epochs instead of restarting at --lr")
+                        help="peak learning rate of the weak-label epochs that follow --seed-epochs (default: --lr)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--encoder", choices=ENCODER_NAMES, default=ModelConfig.encoder)
     parser.add_argument("--encoder-channels", type=int, nargs="+", default=list(ModelConfig.encoder_channels),
