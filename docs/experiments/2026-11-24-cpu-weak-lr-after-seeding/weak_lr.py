@@ -9,6 +9,7 @@ Usage::
 
     python weak_lr.py seed DATA OUT                 # DATA/train and DATA/val: insight phantom folders
     python weak_lr.py weak DATA OUT/seed OUT/lr3e-4 0.0003 3
+    python weak_lr.py weak DATA OUT/seed OUT/context-only 0.003 2 context-only   # detection path frozen
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def main() -> None:
         seed_run, out, rate, epochs = Path(sys.argv[3]), Path(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
         trainer = InsightTrainer(config, TrainConfig(epochs=epochs, weak_learning_rate=rate, **TRAIN), out, "cpu")
         trainer.resume(seed_run / "last.pt")
+        if sys.argv[7:] == ["context-only"]:  # weak epochs train the context module (and pooling) only
+            for module in (trainer.model.encoder, trainer.model.reduce, trainer.model.detection):
+                module.requires_grad_(False)
     summary = trainer.fit(train, val, progress=False)
     keep = ("epoch", "stage", "learning_rate", "train_loss", "val_auroc", "val_p_std", "seconds")
     rows = [{k: h[k] for k in keep if k in h} for h in summary.history]
