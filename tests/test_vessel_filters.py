@@ -152,7 +152,7 @@ def test_feature_cache_switch_decides_whether_augmentation_reaches_the_fixed_fea
     trainer.fit(cases, progress=False)
     assert (trainer._precomputed is not None) == cache
     inputs, _ = trainer._training_input(0, cases[0], torch.Generator().manual_seed(1))
-    expected_channels = trainer.model.encoder.precomputed_channels if cache else config.preprocess.in_channels
+    expected_channels = 2 * VesselFilterEncoder.N_FIXED if cache else config.preprocess.in_channels  # stride 4
     assert inputs.shape[1] == expected_channels
     if not cache:  # intensity augmentation reaches the encoder's input (flips alone would not change values)
         raw = cases[0].volume.float()
